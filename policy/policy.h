@@ -1,0 +1,130 @@
+#pragma once
+// The policy: who may talk to the gateway at all (client rules) and what an authenticated
+// user may do (rules). Pure and synchronous: decide() does no I/O and takes no locks, so it
+// is trivially testable and shared by the gateway and `socksgate explain`.
+//
+// A Policy is immutable once loaded; the gateway shares it as std::shared_ptr<const Policy>
+// and swaps the pointer on reload.
+//
+// Semantics (documented for admins in docs/policy.md):
+// - Rules are evaluated in file order; the first rule whose selectors all match decides
+//   (pass or block). No match is a block by the implicit rule id "default-deny".
+// - Selectors: users, groups (from the policy's "groups" or the identity), methods,
+//   listeners, from (client CIDRs), commands, to (CIDRs and host names/globs), ports. A missing
+//   selector matches anything.
+// - Destinations: an address matches a CIDR in "to"; the requested host name (when the client
+//   sent a name) matches a host pattern ("host.example" exact, "*.example" any subdomain, "*"
+//   any name). Names are compared case-insensitively, without a trailing dot.
+// - Protected addresses (IpAddress::is_protected(), plus the gateway's own addresses given at
+//   load time) are reachable only through a rule that names them explicitly: by a CIDR with a
+//   prefix length > 0 containing the address, or by an exact (wildcard-free) host name. A rule
+//   with "allow_protected": true lets its host globs reach them too. A rule that would match but
+//   for this is skipped, and evaluation continues with the next rule.
+// - A domain-name request is decided once per resolved address (DecisionRequest::address);
+//   the gateway connects only to addresses that pass.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "policy/address.h"
+#include "policy/json_source.h"
+
+namespace socksgate::policy {
+
+enum class Command : uint8_t { kConnect, kBind, kUdpAssociate };
+std::string_view to_string(Command c);                  // "connect", "bind", "udp"
+std::optional<Command> command_from_string(std::string_view s);
+
+enum class Action : uint8_t { kPass, kBlock };
+
+// What a client rule is asked: before any byte of SOCKS is read.
+struct ClientQuery {
+  IpAddress client;
+  std::string listener;
+};
+
+// What a rule is asked: after authentication, once per candidate address.
+struct DecisionRequest {
+  std::string user;                 // empty for anonymous (method "none")
+  std::vector<std::string> groups;  // groups the authenticator supplied (policy groups added)
+  std::string method;               // "none", "userpass", ...
+  std::string listener;
+  IpAddress client;
+  Command command = Command::kConnect;
+  std::string host;                 // requested name; empty when the client sent an address
+  std::optional<IpAddress> address; // the (resolved) address; nullopt = name-only pre-check
+  uint16_t port = 0;
+};
+
+// Where a rule came from, for explain and audit.
+struct RuleOrigin {
+  std::string file;
+  SourcePosition pos;
+};
+
+struct Decision {
+  Action action = Action::kBlock;
+  std::string rule_id;   // "default-deny" when no rule matched
+  RuleOrigin origin;     // empty file for the implicit default
+  // Human-readable reason, e.g. "rule alice-web matched" or
+  // "127.0.0.1 is protected (loopback) and no rule names it".
+  std::string reason;
+  bool allowed() const { return action == Action::kPass; }
+};
+
+// One evaluated rule, for `socksgate explain`: why each earlier rule did not match.
+struct TraceStep {
+  std::string rule_id;
+  RuleOrigin origin;
+  bool matched = false;
+  std::string detail;  // "users: bob not in [alice]", "matched", ...
+};
+
+struct Rule;        // defined in policy/rule.h (compiled form)
+struct ClientRule;
+
+class Policy {
+ public:
+  ~Policy();
+  Policy(Policy&&) noexcept;
+  Policy& operator=(Policy&&) noexcept;
+
+  // Client rules: first match wins; no match = block ("default-deny"). A policy with no
+  // client_rules at all passes every client (the user rules still apply).
+  Decision decide_client(const ClientQuery& q, std::vector<TraceStep>* trace = nullptr) const;
+
+  // User rules. With address == nullopt (a name-only pre-check) a rule whose destination
+  // selectors could match some address of that name counts as matching; the gateway uses the
+  // pre-check only to fail fast before resolving.
+  Decision decide(const DecisionRequest& r, std::vector<TraceStep>* trace = nullptr) const;
+
+  // Groups the policy defines for `user` (from "groups").
+  std::vector<std::string> groups_of(std::string_view user) const;
+
+  size_t rule_count() const;
+  size_t client_rule_count() const;
+
+ private:
+  friend class PolicyLoader;
+  Policy();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+struct LoadOptions {
+  // The gateway's own listener addresses: protected like loopback.
+  std::vector<IpAddress> own_addresses;
+};
+
+// Loads a policy document (the top-level object: "groups", "client_rules", "rules").
+// Every problem is reported, in file order, as a Diagnostic with file:line:col; unknown keys
+// are errors. Throws LoadError if there is any problem.
+Policy load_policy(const JsonSource& src, const nlohmann::json::json_pointer& at,
+                   const LoadOptions& opts = {});
+Policy load_policy_text(std::string file, std::string_view text, const LoadOptions& opts = {});
+
+}  // namespace socksgate::policy
