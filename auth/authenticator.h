@@ -1,0 +1,68 @@
+#pragma once
+// Authenticator runs one RFC 1928 method's subnegotiation on an already-open channel.
+//
+// One instance per session; every call runs on the session's executor. Blocking library
+// calls go through ctx.blocking. A peer that fails to authenticate is an AuthOutcome with
+// ok == false, not an error; the returned std::error_code is for I/O failure only (EOF,
+// reset, a message over its size bound, a malformed message).
+//
+// Authenticators never log or keep credentials: only the identity and a failure reason
+// leave them.
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <asio/awaitable.hpp>
+#include <asio/ip/address.hpp>
+
+#include "crypto/blocking_pool.h"
+#include "crypto/channel.h"
+
+namespace socksgate::auth {
+
+// RFC 1928 method codes.
+inline constexpr uint8_t kMethodNone = 0x00;
+inline constexpr uint8_t kMethodGssapi = 0x01;
+inline constexpr uint8_t kMethodUserPass = 0x02;
+inline constexpr uint8_t kMethodNoAcceptable = 0xFF;
+
+// Who the peer is, once authenticated.
+struct Identity {
+  std::string user;                 // policy user name; empty = anonymous
+  std::vector<std::string> groups;  // groups the mechanism knows of (policy adds its own)
+  std::string method;               // "none", "userpass", ...
+};
+
+struct AuthOutcome {
+  bool ok = false;
+  Identity identity;
+  // Set on failure, a short token for audit and metrics: "bad_password", "unknown_user",
+  // "throttled", "empty_password", "busy", ...
+  std::string failure_reason;
+  // The user name the peer claimed, for the audit record of a failure (never trusted).
+  std::string claimed_user;
+};
+
+// What a session hands an authenticator.
+struct AuthContext {
+  asio::ip::address client;
+  std::string listener;
+  crypto::BlockingPool* blocking = nullptr;
+};
+
+class Authenticator {
+ public:
+  virtual ~Authenticator() = default;
+  virtual uint8_t method_code() const = 0;
+  virtual std::string_view name() const = 0;
+  // Runs the subnegotiation (after the method-selection reply has been sent).
+  virtual asio::awaitable<std::error_code> authenticate(crypto::Channel& channel,
+                                                        const AuthContext& ctx,
+                                                        AuthOutcome* outcome) = 0;
+};
+
+}  // namespace socksgate::auth

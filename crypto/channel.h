@@ -1,0 +1,116 @@
+#pragma once
+// Channel: the byte stream a SOCKS session talks over, whatever wraps it (plain TCP now; TLS
+// and GSS-API encapsulation later). crypto/ owns it because the wrapping layers are crypto.
+//
+// One Channel per session; every call runs on the session's executor (no locks). Read errors
+// are values (std::error_code), never exceptions: EOF and resets are normal endings.
+//
+// The channel keeps an input buffer so that bytes a client sends ahead (a greeting and its
+// RFC 1929 request in one segment) are never lost between parsers: read_message() hands each
+// parser exactly the bytes it has not yet consumed.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
+
+namespace socksgate::crypto {
+
+// Errors of the channel itself (not of the peer's protocol).
+enum class ChannelErrc {
+  kMessageTooLarge = 1,  // a message did not complete within its size bound
+};
+const std::error_category& channel_category();
+inline std::error_code make_error_code(ChannelErrc e) { return {static_cast<int>(e), channel_category()}; }
+
+// The parsers' "not a whole message yet" signal (see gateway/socks5.h). A parser returns it
+// (and consumes nothing) until the buffered bytes hold a complete message.
+enum class ParseErrc { kNeedMore = 1 };
+const std::error_category& parse_category();
+inline std::error_code make_error_code(ParseErrc e) { return {static_cast<int>(e), parse_category()}; }
+
+}  // namespace socksgate::crypto
+
+template <>
+struct std::is_error_code_enum<socksgate::crypto::ChannelErrc> : std::true_type {};
+template <>
+struct std::is_error_code_enum<socksgate::crypto::ParseErrc> : std::true_type {};
+
+namespace socksgate::crypto {
+
+class Channel {
+ public:
+  virtual ~Channel() = default;
+
+  // Reads into `buf`; returns {error, bytes}. Bytes already buffered are returned first.
+  asio::awaitable<std::pair<std::error_code, size_t>> read_some(std::span<uint8_t> buf);
+  virtual asio::awaitable<std::error_code> write_all(std::span<const uint8_t> data) = 0;
+  // Half-close: no more bytes from us (TCP FIN / TLS close_notify).
+  virtual std::error_code shutdown_send() = 0;
+  // Closes the channel now; pending operations complete with operation_aborted.
+  virtual void close() = 0;
+  // Closes with a TCP RST, to pass an upstream reset on.
+  virtual void reset() = 0;
+  // The raw TCP socket when bytes go on the wire unchanged (eligible for splice), else null.
+  virtual asio::ip::tcp::socket* plain_socket() = 0;
+
+  // Reads until `parse(span<const uint8_t> in, size_t* consumed)` returns anything but
+  // ParseErrc::kNeedMore, then drops the consumed bytes and returns the parser's result.
+  // A message that is not complete within `max_bytes` yields kMessageTooLarge; EOF before a
+  // whole message yields asio::error::eof.
+  template <typename Parse>
+  asio::awaitable<std::error_code> read_message(Parse&& parse, size_t max_bytes);
+
+  // Bytes received but not yet consumed by a parser (relays forward them first).
+  std::span<const uint8_t> pending() const { return {inbuf_.data(), inbuf_.size()}; }
+  void drop_pending() { inbuf_.clear(); }
+
+ protected:
+  virtual asio::awaitable<std::pair<std::error_code, size_t>> read_some_raw(
+      std::span<uint8_t> buf) = 0;
+
+ private:
+  asio::awaitable<std::error_code> fill(size_t max_bytes);
+  std::vector<uint8_t> inbuf_;
+};
+
+template <typename Parse>
+asio::awaitable<std::error_code> Channel::read_message(Parse&& parse, size_t max_bytes) {
+  for (;;) {
+    size_t consumed = 0;
+    std::error_code ec = parse(std::span<const uint8_t>(inbuf_.data(), inbuf_.size()), &consumed);
+    if (ec != ParseErrc::kNeedMore) {
+      if (!ec) inbuf_.erase(inbuf_.begin(), inbuf_.begin() + static_cast<ptrdiff_t>(consumed));
+      co_return ec;
+    }
+    if (inbuf_.size() >= max_bytes) co_return ChannelErrc::kMessageTooLarge;
+    if (std::error_code rec = co_await fill(max_bytes)) co_return rec;
+  }
+}
+
+// A plain TCP channel.
+class TcpChannel final : public Channel {
+ public:
+  explicit TcpChannel(asio::ip::tcp::socket socket) : socket_(std::move(socket)) {}
+  asio::awaitable<std::error_code> write_all(std::span<const uint8_t> data) override;
+  std::error_code shutdown_send() override;
+  void close() override;
+  void reset() override;
+  asio::ip::tcp::socket* plain_socket() override { return &socket_; }
+  asio::ip::tcp::socket& socket() { return socket_; }
+
+ protected:
+  asio::awaitable<std::pair<std::error_code, size_t>> read_some_raw(
+      std::span<uint8_t> buf) override;
+
+ private:
+  asio::ip::tcp::socket socket_;
+};
+
+}  // namespace socksgate::crypto
+

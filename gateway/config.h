@@ -1,0 +1,90 @@
+#pragma once
+// The gateway's configuration: one JSON file (comments allowed), validated strictly — unknown
+// keys are errors, every problem is reported as `file:line:col: message`. Relative paths are
+// relative to the directory of the config file. Immutable once loaded.
+//
+// Reference: docs/configuration.md. Examples: docs/examples/ (all validated by the tests).
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "auth/registry.h"
+#include "auth/userpass/userpass_authenticator.h"
+#include "policy/policy.h"
+
+namespace socksgate::gateway {
+
+struct ListenerConfig {
+  std::string name;
+  std::string address;  // IP literal ("127.0.0.1", "::1", "0.0.0.0", "::")
+  uint16_t port = 1080;  // 0 = any free port (tests)
+  std::vector<std::string> methods;  // ordered by preference
+};
+
+struct LimitsConfig {
+  uint32_t max_sessions = 10000;       // whole gateway
+  uint32_t max_sessions_per_user = 0;  // 0 = unlimited
+  uint32_t max_sessions_per_source = 0;
+  std::chrono::milliseconds negotiation_timeout{10000};
+  std::chrono::milliseconds connect_timeout{10000};
+  std::chrono::seconds idle_timeout{3600};
+  std::chrono::seconds drain_timeout{30};  // SIGTERM: how long running sessions may finish
+};
+
+struct UserPassConfig {
+  std::string file;  // resolved path; empty when users are inline
+  std::vector<std::pair<std::string, std::string>> inline_users;  // user, hash
+  auth::userpass::UserPassSettings settings;
+  auth::userpass::ThrottleSettings throttle;
+};
+
+struct AuditConfig {
+  std::string file;  // resolved path; empty = none
+  bool to_stdout = false;
+};
+
+struct ThreadsConfig {
+  uint32_t io = 0;        // 0 = number of cores
+  uint32_t blocking = 0;  // 0 = number of cores
+  uint32_t blocking_queue = 1024;
+  uint32_t resolver = 8;
+};
+
+struct Config {
+  std::string path;  // the file it came from ("<embedded>" for the default)
+  std::vector<ListenerConfig> listeners;
+  std::optional<UserPassConfig> userpass;
+  AuditConfig audit;
+  LimitsConfig limits;
+  ThreadsConfig threads;
+  std::string policy_file;  // resolved path, or empty when inline
+
+  const ListenerConfig* find_listener(std::string_view name) const;
+};
+
+// A configuration together with everything it refers to, loaded and compiled: what a reload
+// swaps in one step.
+struct Snapshot {
+  std::shared_ptr<const Config> config;
+  std::shared_ptr<const policy::Policy> policy;
+  auth::AuthBackends backends;
+};
+
+// Loads and validates `path` and the files it names (policy, password file). Throws
+// policy::LoadError (all diagnostics) or std::runtime_error (unreadable file) on failure.
+// `throttle` is shared across reloads.
+Snapshot load_snapshot(const std::string& path,
+                       std::shared_ptr<auth::userpass::LoginThrottle> throttle);
+Snapshot load_snapshot_text(const std::string& path, std::string_view text,
+                            std::shared_ptr<auth::userpass::LoginThrottle> throttle);
+
+// The embedded default: userpass on 127.0.0.1:1080 and [::1]:1080, one user "demo" with the
+// given password, allowed to reach loopback ports >= 1024 and public addresses. Audit to stdout.
+Snapshot default_snapshot(const std::string& demo_password,
+                          std::shared_ptr<auth::userpass::LoginThrottle> throttle);
+
+}  // namespace socksgate::gateway

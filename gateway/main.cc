@@ -1,0 +1,400 @@
+// socksgate: the gateway's single binary. Subcommands:
+//   run, validate, explain, hash-password, version  (see `socksgate --help`)
+// Exit codes: 0 success (explain: allowed), 1 runtime failure, 2 usage or invalid
+// configuration, 3 explain: denied.
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "auth/userpass/login_throttle.h"
+#include "crypto/password_hash.h"
+#include "crypto/secure.h"
+#include "gateway/config.h"
+#include "gateway/log.h"
+#include "gateway/server.h"
+#include "gateway/socks5.h"
+#include "gateway/upstream.h"
+#include "gateway/version.h"
+
+namespace sg = socksgate::gateway;
+namespace policy = socksgate::policy;
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitDenied = 3;
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+const char* kMainHelp =
+    "usage: socksgate <command> [options]\n"
+    "\n"
+    "A TLS-secured, authenticating SOCKS5 gateway.\n"
+    "\n"
+    "commands:\n"
+    "  run            serve (the embedded demo configuration when no --config is given)\n"
+    "  validate       check a configuration and everything it refers to\n"
+    "  explain        show how policy decides one request, rule by rule\n"
+    "  hash-password  read a password on stdin, print a crypt(3) yescrypt hash\n"
+    "  version        print the version\n"
+    "\n"
+    "`socksgate <command> --help` describes each. Exit codes: 0 ok, 1 failure,\n"
+    "2 usage or invalid configuration, 3 explain: denied.\n";
+
+const std::map<std::string, std::string> kHelp = {
+    {"run",
+     "usage: socksgate run [--config FILE] [--ready-file FILE] [--log-level LEVEL]\n"
+     "\n"
+     "Serves SOCKS5. Without --config, runs the embedded demo configuration: userpass on\n"
+     "127.0.0.1:1080 and [::1]:1080, user \"demo\" with a random password printed at start.\n"
+     "  --config FILE      JSON configuration (see docs/configuration.md)\n"
+     "  --ready-file FILE  once listening, write {\"pid\":..,\"listeners\":[..]} to FILE\n"
+     "  --log-level LEVEL  debug | info | warn | error (default info)\n"
+     "Signals: SIGHUP reloads, SIGTERM/SIGINT drain and stop.\n"},
+    {"validate",
+     "usage: socksgate validate --config FILE\n"
+     "\n"
+     "Loads FILE and the policy and password files it names; prints each problem as\n"
+     "file:line:col: message. Exit 0 if valid, 2 if not.\n"},
+    {"explain",
+     "usage: socksgate explain --config FILE --user USER --from IP --to HOST:PORT\n"
+     "                         [--command connect|bind|udp] [--listener NAME]\n"
+     "                         [--method METHOD] [--group GROUP]... [--no-resolve]\n"
+     "\n"
+     "Shows the client-rule decision and, for each address HOST resolves to, the rule that\n"
+     "decides and why each earlier rule did not match. --user \"\" means anonymous.\n"
+     "Exit 0 if the request would be allowed, 3 if denied.\n"},
+    {"hash-password",
+     "usage: socksgate hash-password\n"
+     "\n"
+     "Reads one password from standard input (no echo on a terminal) and prints its\n"
+     "yescrypt hash, for password files (user:hash lines).\n"},
+    {"version", "usage: socksgate version\n"},
+};
+
+// --name value / --name=value / --flag parsing; unknown options are usage errors.
+class Args {
+ public:
+  Args(int argc, char** argv, int first, std::vector<std::string> with_value,
+       std::vector<std::string> flags) {
+    for (int i = first; i < argc; ++i) {
+      std::string a = argv[i];
+      if (a == "--help" || a == "-h") {
+        help_ = true;
+        continue;
+      }
+      if (a.rfind("--", 0) != 0) throw UsageError("unexpected argument \"" + a + "\"");
+      std::string name = a.substr(2), value;
+      bool has_eq = false;
+      if (auto eq = name.find('='); eq != std::string::npos) {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+        has_eq = true;
+      }
+      if (std::find(flags.begin(), flags.end(), name) != flags.end()) {
+        if (has_eq) throw UsageError("--" + name + " takes no value");
+        values_[name].push_back("1");
+      } else if (std::find(with_value.begin(), with_value.end(), name) != with_value.end()) {
+        if (!has_eq) {
+          if (i + 1 >= argc) throw UsageError("--" + name + " needs a value");
+          value = argv[++i];
+        }
+        values_[name].push_back(value);
+      } else {
+        throw UsageError("unknown option --" + name);
+      }
+    }
+  }
+  bool help() const { return help_; }
+  std::optional<std::string> get(const std::string& n) const {
+    auto it = values_.find(n);
+    if (it == values_.end()) return std::nullopt;
+    if (it->second.size() > 1) throw UsageError("--" + n + " given more than once");
+    return it->second.front();
+  }
+  std::string require(const std::string& n) const {
+    auto v = get(n);
+    if (!v) throw UsageError("missing --" + n);
+    return *v;
+  }
+  std::vector<std::string> all(const std::string& n) const {
+    auto it = values_.find(n);
+    return it == values_.end() ? std::vector<std::string>{} : it->second;
+  }
+  bool flag(const std::string& n) const { return values_.count(n) != 0; }
+
+ private:
+  bool help_ = false;
+  std::map<std::string, std::vector<std::string>> values_;
+};
+
+void print_diagnostics(const std::exception& e) {
+  if (auto* le = dynamic_cast<const policy::LoadError*>(&e)) {
+    for (const auto& d : le->diagnostics()) std::fprintf(stderr, "%s\n", d.to_string().c_str());
+  } else {
+    std::fprintf(stderr, "%s\n", e.what());
+  }
+}
+
+std::string random_password() {
+  static constexpr char kAlphabet[] = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+  std::array<uint8_t, 16> b;
+  socksgate::crypto::random_bytes(b);
+  std::string s;
+  for (uint8_t x : b) s.push_back(kAlphabet[x % (sizeof(kAlphabet) - 1)]);
+  return s;
+}
+
+int cmd_run(const Args& args) {
+  auto throttle = std::make_shared<socksgate::auth::userpass::LoginThrottle>();
+  if (auto lvl = args.get("log-level")) {
+    static const std::map<std::string, sg::log::Level> kLevels = {
+        {"debug", sg::log::Level::kDebug}, {"info", sg::log::Level::kInfo},
+        {"warn", sg::log::Level::kWarn}, {"error", sg::log::Level::kError}};
+    auto it = kLevels.find(*lvl);
+    if (it == kLevels.end()) throw UsageError("--log-level must be debug, info, warn or error");
+    sg::log::set_min_level(it->second);
+  }
+  sg::ServerOptions opts;
+  opts.ready_file = args.get("ready-file").value_or("");
+  opts.throttle = throttle;
+  sg::Snapshot snap;
+  if (auto path = args.get("config")) {
+    opts.config_path = *path;
+    snap = sg::load_snapshot(*path, throttle);
+  } else {
+    std::string pw = random_password();
+    snap = sg::default_snapshot(pw, throttle);
+    std::fprintf(stderr,
+                 "socksgate: embedded demo configuration\n"
+                 "  SOCKS5 with username/password on 127.0.0.1:1080 and [::1]:1080\n"
+                 "  user: demo   password: %s\n"
+                 "  try:  curl --socks5-hostname demo:%s@127.0.0.1:1080 http://127.0.0.1:8000/\n",
+                 pw.c_str(), pw.c_str());
+  }
+  // Writes to a peer that went away must be errors, not a process kill (splice can raise it).
+  std::signal(SIGPIPE, SIG_IGN);
+  sg::Server server(std::move(snap), opts);
+  return server.run();
+}
+
+int cmd_validate(const Args& args) {
+  std::string path = args.require("config");
+  auto snap = sg::load_snapshot(path, nullptr);
+  std::printf("%s: ok (%zu listeners, %zu client rules, %zu rules)\n", path.c_str(),
+              snap.config->listeners.size(), snap.policy->client_rule_count(),
+              snap.policy->rule_count());
+  return kExitOk;
+}
+
+std::string where(const policy::RuleOrigin& o) {
+  if (o.file.empty()) return "implicit";
+  return o.file + ":" + std::to_string(o.pos.line) + ":" + std::to_string(o.pos.column);
+}
+
+void print_trace(const std::vector<policy::TraceStep>& trace) {
+  for (const auto& t : trace) {
+    std::printf("      %-5s %s (%s): %s\n", t.matched ? "match" : "skip", t.rule_id.c_str(),
+                where(t.origin).c_str(), t.detail.c_str());
+  }
+}
+
+int cmd_explain(const Args& args) {
+  std::string path = args.require("config");
+  std::string user = args.require("user");
+  std::string from = args.require("from");
+  std::string to = args.require("to");
+  auto snap = sg::load_snapshot(path, nullptr);
+  const auto& cfg = *snap.config;
+  const policy::Policy& pol = *snap.policy;
+
+  auto client = policy::IpAddress::parse(from);
+  if (!client) throw UsageError("--from \"" + from + "\" is not an IP address");
+  size_t colon = to.rfind(':');
+  if (colon == std::string::npos || colon == 0) throw UsageError("--to must be HOST:PORT");
+  std::string host = to.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  int port = 0;
+  try {
+    size_t used = 0;
+    port = std::stoi(to.substr(colon + 1), &used);
+    if (used != to.size() - colon - 1) port = -1;
+  } catch (...) {
+    port = -1;
+  }
+  if (port < 1 || port > 65535) throw UsageError("--to: port must be 1..65535");
+  auto command = policy::command_from_string(args.get("command").value_or("connect"));
+  if (!command) throw UsageError("--command must be connect, bind or udp");
+  std::string listener = args.get("listener").value_or(cfg.listeners.front().name);
+  const sg::ListenerConfig* lc = cfg.find_listener(listener);
+  if (lc == nullptr) throw UsageError("no listener named \"" + listener + "\" in " + path);
+  std::string method = args.get("method").value_or(user.empty() ? "none" : lc->methods.front());
+
+  std::vector<policy::TraceStep> trace;
+  policy::Decision cd = pol.decide_client({*client, listener}, &trace);
+  std::printf("client %s on listener %s: %s by %s (%s)\n", from.c_str(), listener.c_str(),
+              cd.allowed() ? "pass" : "BLOCK", cd.rule_id.c_str(), where(cd.origin).c_str());
+  print_trace(trace);
+  if (!cd.allowed()) {
+    std::printf("decision: block (%s)\n", cd.reason.c_str());
+    return kExitDenied;
+  }
+
+  policy::DecisionRequest req;
+  req.user = user;
+  req.groups = args.all("group");
+  req.method = method;
+  req.listener = listener;
+  req.client = *client;
+  req.command = *command;
+  req.port = static_cast<uint16_t>(port);
+  std::vector<policy::IpAddress> addrs;
+  if (auto ip = policy::IpAddress::parse(host)) {
+    addrs.push_back(*ip);
+  } else {
+    req.host = host;
+    trace.clear();
+    policy::Decision pre = pol.decide(req, &trace);
+    std::printf("name %s (before resolving): %s by %s (%s)\n", host.c_str(),
+                pre.allowed() ? "pass" : "BLOCK", pre.rule_id.c_str(), where(pre.origin).c_str());
+    print_trace(trace);
+    if (!pre.allowed()) {
+      std::printf("decision: block (%s)\n", pre.reason.c_str());
+      return kExitDenied;
+    }
+    if (args.flag("no-resolve")) {
+      std::printf("decision: pass for the name; addresses not resolved (--no-resolve)\n");
+      return kExitOk;
+    }
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    if (int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res); rc != 0) {
+      std::printf("decision: block (cannot resolve %s: %s)\n", host.c_str(), gai_strerror(rc));
+      return kExitDenied;
+    }
+    for (addrinfo* p = res; p; p = p->ai_next) {
+      char buf[INET6_ADDRSTRLEN];
+      const void* a = p->ai_family == AF_INET
+                          ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(p->ai_addr)->sin_addr)
+                          : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(p->ai_addr)->sin6_addr);
+      inet_ntop(p->ai_family, a, buf, sizeof buf);
+      if (auto ip = policy::IpAddress::parse(buf)) {
+        if (std::find(addrs.begin(), addrs.end(), *ip) == addrs.end()) addrs.push_back(*ip);
+      }
+    }
+    freeaddrinfo(res);
+  }
+  bool any = false;
+  for (const auto& a : addrs) {
+    req.address = a;
+    trace.clear();
+    policy::Decision d = pol.decide(req, &trace);
+    std::printf("address %s port %d: %s by %s (%s): %s\n", a.to_string().c_str(), port,
+                d.allowed() ? "pass" : "BLOCK", d.rule_id.c_str(), where(d.origin).c_str(),
+                d.reason.c_str());
+    print_trace(trace);
+    any = any || d.allowed();
+  }
+  std::printf("decision: %s\n", any ? "pass" : "block");
+  return any ? kExitOk : kExitDenied;
+}
+
+int cmd_hash_password() {
+  bool tty = ::isatty(STDIN_FILENO);
+  termios old{};
+  if (tty) {
+    std::fprintf(stderr, "password: ");
+    tcgetattr(STDIN_FILENO, &old);
+    termios noecho = old;
+    noecho.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+    tcsetattr(STDIN_FILENO, TCSANOW, &noecho);
+  }
+  std::string pw;
+  std::getline(std::cin, pw);
+  if (tty) {
+    tcsetattr(STDIN_FILENO, TCSANOW, &old);
+    std::fprintf(stderr, "\n");
+  }
+  if (!pw.empty() && pw.back() == '\r') pw.pop_back();
+  if (pw.empty()) {
+    std::fprintf(stderr, "socksgate: hash-password: empty password\n");
+    return kExitUsage;
+  }
+  std::string h = socksgate::crypto::hash_password(pw);
+  socksgate::crypto::secure_zero(pw.data(), pw.size());
+  std::printf("%s\n", h.c_str());
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
+      std::strcmp(argv[1], "help") == 0) {
+    std::fputs(kMainHelp, argc < 2 ? stderr : stdout);
+    return argc < 2 ? kExitUsage : kExitOk;
+  }
+  std::string cmd = argv[1];
+  auto help = kHelp.find(cmd);
+  if (help == kHelp.end()) {
+    std::fprintf(stderr, "socksgate: unknown command \"%s\" (see socksgate --help)\n", cmd.c_str());
+    return kExitUsage;
+  }
+  try {
+    std::optional<Args> args;
+    if (cmd == "run") {
+      args.emplace(argc, argv, 2, std::vector<std::string>{"config", "ready-file", "log-level"},
+                   std::vector<std::string>{});
+    } else if (cmd == "validate") {
+      args.emplace(argc, argv, 2, std::vector<std::string>{"config"}, std::vector<std::string>{});
+    } else if (cmd == "explain") {
+      args.emplace(argc, argv, 2,
+                   std::vector<std::string>{"config", "user", "from", "to", "command", "listener",
+                                            "method", "group"},
+                   std::vector<std::string>{"no-resolve"});
+    } else {
+      args.emplace(argc, argv, 2, std::vector<std::string>{}, std::vector<std::string>{});
+    }
+    if (args->help()) {
+      std::fputs(help->second.c_str(), stdout);
+      return kExitOk;
+    }
+    if (cmd == "run") return cmd_run(*args);
+    if (cmd == "validate") return cmd_validate(*args);
+    if (cmd == "explain") return cmd_explain(*args);
+    if (cmd == "hash-password") return cmd_hash_password();
+    std::printf("socksgate %s\n", sg::kVersion);
+    return kExitOk;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "socksgate %s: %s (see socksgate %s --help)\n", cmd.c_str(), e.what(),
+                 cmd.c_str());
+    return kExitUsage;
+  } catch (const policy::LoadError& e) {
+    print_diagnostics(e);
+    return kExitUsage;
+  } catch (const socksgate::auth::userpass::PasswordFileError& e) {
+    print_diagnostics(e);
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "socksgate %s: %s\n", cmd.c_str(), e.what());
+    return kExitFailure;
+  }
+}

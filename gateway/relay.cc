@@ -1,0 +1,322 @@
+#include "gateway/relay.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <memory>
+#include <vector>
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+
+namespace socksgate::gateway {
+namespace {
+
+using namespace asio::experimental::awaitable_operators;
+using Clock = std::chrono::steady_clock;
+constexpr auto kUse = asio::experimental::as_tuple(asio::use_awaitable);
+constexpr int kPipeSize = 1 << 20;  // bigger pipes = fewer syscalls per GiB
+constexpr size_t kCopyBufferSize = 64 * 1024;
+
+// A pipe pair, recycled per thread. Only empty pipes go back to the pool.
+struct Pipe {
+  int rd = -1;
+  int wr = -1;
+  size_t capacity = 65536;
+};
+
+class PipePool {
+ public:
+  ~PipePool() {
+    for (auto& p : free_) {
+      ::close(p.rd);
+      ::close(p.wr);
+    }
+  }
+  bool acquire(Pipe* out) {
+    if (!free_.empty()) {
+      *out = free_.back();
+      free_.pop_back();
+      return true;
+    }
+    int fds[2];
+    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return false;
+    out->rd = fds[0];
+    out->wr = fds[1];
+    int sz = ::fcntl(fds[1], F_SETPIPE_SZ, kPipeSize);
+    out->capacity = sz > 0 ? static_cast<size_t>(sz) : 65536;
+    return true;
+  }
+  void release(Pipe p) {
+    if (free_.size() < kMaxFree) {
+      free_.push_back(p);
+    } else {
+      ::close(p.rd);
+      ::close(p.wr);
+    }
+  }
+
+ private:
+  static constexpr size_t kMaxFree = 32;
+  std::vector<Pipe> free_;
+};
+
+PipePool& thread_pipe_pool() {
+  thread_local PipePool pool;
+  return pool;
+}
+
+enum class PumpEnd { kEof, kReadReset, kWriteReset, kError, kAborted };
+
+struct RelayState {
+  Clock::time_point last_activity = Clock::now();
+  bool failed = false;
+  CloseReason reason = CloseReason::kClientClosed;
+};
+
+bool is_reset(int err) { return err == ECONNRESET || err == EPIPE || err == ECONNABORTED; }
+
+// Moves bytes from `from` to `to` with splice(2) until EOF or error.
+asio::awaitable<PumpEnd> splice_pump(asio::ip::tcp::socket& from, asio::ip::tcp::socket& to,
+                                     uint64_t* counter, RelayState* st) {
+  const int in_fd = from.native_handle();
+  const int out_fd = to.native_handle();
+  for (;;) {
+    auto [wec] = co_await from.async_wait(asio::socket_base::wait_read, kUse);
+    if (wec) co_return PumpEnd::kAborted;
+    Pipe pipe;
+    if (!thread_pipe_pool().acquire(&pipe)) co_return PumpEnd::kError;
+    size_t in_pipe = 0;
+    PumpEnd end = PumpEnd::kAborted;
+    bool done = false;
+    for (;;) {
+      // Fill the pipe as far as the socket allows.
+      ssize_t n = 0;
+      bool eof = false, again = false;
+      while (in_pipe < pipe.capacity) {
+        n = ::splice(in_fd, nullptr, pipe.wr, nullptr, pipe.capacity - in_pipe,
+                     SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+          in_pipe += static_cast<size_t>(n);
+          continue;
+        }
+        if (n == 0) {
+          eof = true;
+        } else if (errno == EAGAIN) {
+          again = true;
+        } else if (errno != EINTR) {
+          end = is_reset(errno) ? PumpEnd::kReadReset : PumpEnd::kError;
+          done = true;
+        } else {
+          continue;
+        }
+        break;
+      }
+      // Drain it completely before reading more or giving it back.
+      while (in_pipe > 0) {
+        ssize_t m = ::splice(pipe.rd, nullptr, out_fd, nullptr, in_pipe,
+                             SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (m > 0) {
+          in_pipe -= static_cast<size_t>(m);
+          *counter += static_cast<uint64_t>(m);
+          st->last_activity = Clock::now();
+          continue;
+        }
+        if (m < 0 && errno == EINTR) continue;
+        if (m < 0 && errno == EAGAIN) {
+          auto [ec2] = co_await to.async_wait(asio::socket_base::wait_write, kUse);
+          if (ec2) break;
+          continue;
+        }
+        end = (m < 0 && is_reset(errno)) ? PumpEnd::kWriteReset : PumpEnd::kError;
+        break;
+      }
+      if (in_pipe > 0) {
+        // Could not drain: the pipe holds stale bytes, so it is not reusable.
+        ::close(pipe.rd);
+        ::close(pipe.wr);
+        co_return end;
+      }
+      if (done) {
+        thread_pipe_pool().release(pipe);
+        co_return end;
+      }
+      if (eof) {
+        thread_pipe_pool().release(pipe);
+        co_return PumpEnd::kEof;
+      }
+      if (again) break;
+    }
+    thread_pipe_pool().release(pipe);
+  }
+}
+
+// Moves bytes through a buffer (for channels that transform bytes).
+asio::awaitable<PumpEnd> copy_pump_from_channel(crypto::Channel& from, asio::ip::tcp::socket& to,
+                                                uint64_t* counter, RelayState* st) {
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[kCopyBufferSize]);
+  for (;;) {
+    auto [ec, n] = co_await from.read_some(std::span<uint8_t>(buf.get(), kCopyBufferSize));
+    if (ec == asio::error::eof) co_return PumpEnd::kEof;
+    if (ec == asio::error::operation_aborted) co_return PumpEnd::kAborted;
+    if (ec) co_return ec == asio::error::connection_reset ? PumpEnd::kReadReset : PumpEnd::kError;
+    auto [wec, wn] = co_await asio::async_write(to, asio::buffer(buf.get(), n), kUse);
+    *counter += wn;
+    st->last_activity = Clock::now();
+    if (wec) {
+      if (wec == asio::error::operation_aborted) co_return PumpEnd::kAborted;
+      co_return (wec == asio::error::connection_reset || wec == asio::error::broken_pipe)
+                    ? PumpEnd::kWriteReset
+                    : PumpEnd::kError;
+    }
+  }
+}
+
+asio::awaitable<PumpEnd> copy_pump_to_channel(asio::ip::tcp::socket& from, crypto::Channel& to,
+                                              uint64_t* counter, RelayState* st) {
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[kCopyBufferSize]);
+  for (;;) {
+    auto [ec, n] = co_await from.async_read_some(asio::buffer(buf.get(), kCopyBufferSize), kUse);
+    if (ec == asio::error::eof) co_return PumpEnd::kEof;
+    if (ec == asio::error::operation_aborted) co_return PumpEnd::kAborted;
+    if (ec) co_return ec == asio::error::connection_reset ? PumpEnd::kReadReset : PumpEnd::kError;
+    std::error_code wec = co_await to.write_all(std::span<const uint8_t>(buf.get(), n));
+    if (wec) {
+      if (wec == asio::error::operation_aborted) co_return PumpEnd::kAborted;
+      co_return PumpEnd::kWriteReset;
+    }
+    *counter += n;
+    st->last_activity = Clock::now();
+  }
+}
+
+void shutdown_send(asio::ip::tcp::socket& s) {
+  std::error_code ec;
+  s.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+}
+
+void reset_socket(asio::ip::tcp::socket& s) {
+  std::error_code ec;
+  s.set_option(asio::socket_base::linger(true, 0), ec);
+  s.close(ec);
+}
+
+// One direction: pump, then pass its ending on (FIN or RST) and stop the other direction
+// when the session cannot continue.
+asio::awaitable<void> upstream_direction(crypto::Channel& client, asio::ip::tcp::socket& upstream,
+                                         bool splice, uint64_t* counter, RelayState* st) {
+  PumpEnd end = splice ? co_await splice_pump(*client.plain_socket(), upstream, counter, st)
+                       : co_await copy_pump_from_channel(client, upstream, counter, st);
+  switch (end) {
+    case PumpEnd::kEof:
+      shutdown_send(upstream);
+      break;
+    case PumpEnd::kReadReset:  // client reset us: reset upstream too
+      if (!st->failed) st->reason = CloseReason::kClientReset;
+      st->failed = true;
+      reset_socket(upstream);
+      client.close();
+      break;
+    case PumpEnd::kWriteReset:  // upstream reset: pass it to the client
+      if (!st->failed) st->reason = CloseReason::kUpstreamReset;
+      st->failed = true;
+      client.reset();
+      reset_socket(upstream);
+      break;
+    case PumpEnd::kError:
+      if (!st->failed) st->reason = CloseReason::kRelayError;
+      st->failed = true;
+      client.close();
+      reset_socket(upstream);
+      break;
+    case PumpEnd::kAborted:
+      break;
+  }
+}
+
+asio::awaitable<void> downstream_direction(crypto::Channel& client, asio::ip::tcp::socket& upstream,
+                                           bool splice, uint64_t* counter, RelayState* st) {
+  PumpEnd end = splice ? co_await splice_pump(upstream, *client.plain_socket(), counter, st)
+                       : co_await copy_pump_to_channel(upstream, client, counter, st);
+  switch (end) {
+    case PumpEnd::kEof:
+      client.shutdown_send();
+      break;
+    case PumpEnd::kReadReset:  // upstream reset us: reset the client
+      if (!st->failed) st->reason = CloseReason::kUpstreamReset;
+      st->failed = true;
+      client.reset();
+      reset_socket(upstream);
+      break;
+    case PumpEnd::kWriteReset:  // client went away hard
+      if (!st->failed) st->reason = CloseReason::kClientReset;
+      st->failed = true;
+      reset_socket(upstream);
+      client.close();
+      break;
+    case PumpEnd::kError:
+      if (!st->failed) st->reason = CloseReason::kRelayError;
+      st->failed = true;
+      client.close();
+      reset_socket(upstream);
+      break;
+    case PumpEnd::kAborted:
+      break;
+  }
+}
+
+asio::awaitable<void> idle_watchdog(std::chrono::seconds idle, RelayState* st) {
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  for (;;) {
+    auto deadline = st->last_activity + idle;
+    if (deadline <= Clock::now()) {
+      st->reason = CloseReason::kIdleTimeout;
+      co_return;
+    }
+    timer.expires_at(deadline);
+    auto [ec] = co_await timer.async_wait(kUse);
+    if (ec) co_return;  // cancelled: the relay ended first
+  }
+}
+
+}  // namespace
+
+asio::awaitable<RelayResult> run_relay(crypto::Channel& client, asio::ip::tcp::socket& upstream,
+                                       RelayOptions opts) {
+  RelayResult result;
+  RelayState st;
+  // Bytes the client sent ahead of our reply go first, exactly once.
+  if (auto pending = client.pending(); !pending.empty()) {
+    auto [ec, n] = co_await asio::async_write(upstream, asio::buffer(pending.data(), pending.size()), kUse);
+    result.bytes_up += n;
+    client.drop_pending();
+    if (ec) {
+      result.reason = CloseReason::kUpstreamReset;
+      co_return result;
+    }
+  }
+  bool splice = opts.allow_splice && client.plain_socket() != nullptr;
+  if (splice) {
+    std::error_code ec;
+    client.plain_socket()->native_non_blocking(true, ec);
+    upstream.native_non_blocking(true, ec);
+    if (ec) splice = false;
+  }
+  co_await ((upstream_direction(client, upstream, splice, &result.bytes_up, &st) &&
+             downstream_direction(client, upstream, splice, &result.bytes_down, &st)) ||
+            idle_watchdog(opts.idle_timeout, &st));
+  if (st.reason == CloseReason::kIdleTimeout) {
+    client.close();
+    std::error_code ec;
+    upstream.close(ec);
+  }
+  result.reason = st.reason;
+  co_return result;
+}
+
+}  // namespace socksgate::gateway

@@ -1,0 +1,40 @@
+#pragma once
+// The relay: bytes both ways between the client channel and the upstream socket until both
+// directions have ended, an error, or the idle timeout.
+//
+// - Plain TCP <-> TCP uses splice(2) through a pipe (zero copy). Pipes are taken from a
+//   per-thread pool only while bytes are in flight, so an idle session holds no pipe and no
+//   buffer: two descriptors and a few hundred bytes of coroutine state.
+// - Other channels (TLS, GSS) copy through one reused buffer per direction.
+// - Half-close is preserved: EOF one way is passed on as a FIN (shutdown) that way only.
+// - A reset from either side is passed on as a reset to the other.
+// - Counters are exact: bytes actually written to the receiving side.
+//
+// Runs on the session's executor; the two pumps are joined with &&, the idle watchdog with ||.
+
+#include <chrono>
+#include <cstdint>
+
+#include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
+
+#include "crypto/channel.h"
+#include "gateway/close_reason.h"
+
+namespace socksgate::gateway {
+
+struct RelayResult {
+  uint64_t bytes_up = 0;    // client -> upstream
+  uint64_t bytes_down = 0;  // upstream -> client
+  CloseReason reason = CloseReason::kClientClosed;
+};
+
+struct RelayOptions {
+  std::chrono::seconds idle_timeout{3600};
+  bool allow_splice = true;
+};
+
+asio::awaitable<RelayResult> run_relay(crypto::Channel& client, asio::ip::tcp::socket& upstream,
+                                       RelayOptions opts);
+
+}  // namespace socksgate::gateway

@@ -1,0 +1,260 @@
+#include "gateway/server.h"
+
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/ip/v6_only.hpp>
+#include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "gateway/log.h"
+#include "gateway/server_state.h"
+#include "gateway/session.h"
+
+namespace socksgate::gateway {
+namespace {
+constexpr auto kUse = asio::experimental::as_tuple(asio::use_awaitable);
+using Key = std::pair<std::string, uint16_t>;  // configured address, port
+}  // namespace
+
+struct Server::Impl {
+  struct Listener {
+    std::string name;
+    asio::ip::tcp::acceptor acceptor;
+    asio::ip::tcp::endpoint bound;
+    explicit Listener(asio::io_context& io) : acceptor(io) {}
+  };
+
+  Impl(Snapshot initial, ServerOptions o)
+      : opts(std::move(o)),
+        state(threads_or_cores(initial.config->threads.blocking),
+              initial.config->threads.blocking_queue, initial.config->threads.resolver),
+        signals(control, SIGHUP, SIGTERM, SIGINT) {
+    if (opts.throttle) state.throttle = opts.throttle;
+    size_t n = threads_or_cores(initial.config->threads.io);
+    for (size_t i = 0; i < n; ++i) ios.push_back(std::make_unique<asio::io_context>(1));
+    open_audit(*initial.config);
+    state.snapshot.store(std::make_shared<const Snapshot>(std::move(initial)));
+  }
+
+  static size_t threads_or_cores(uint32_t n) {
+    if (n != 0) return n;
+    unsigned c = std::thread::hardware_concurrency();
+    return c == 0 ? 2 : c;
+  }
+
+  void open_audit(const Config& cfg) {
+    state.audit.store(std::make_shared<JsonLinesAuditLog>(cfg.audit.file, cfg.audit.to_stdout));
+    audit_file = cfg.audit.file;
+    audit_stdout = cfg.audit.to_stdout;
+  }
+
+  asio::io_context& next_io() {
+    asio::io_context& io = *ios[next++ % ios.size()];
+    return io;
+  }
+
+  // Opens listeners to match `cfg`: keeps those whose address/port is unchanged, opens new
+  // ones, closes removed ones. Throws on a bind failure of a new listener.
+  void sync_listeners(const Config& cfg) {
+    std::map<Key, std::unique_ptr<Listener>> next_set;
+    for (const auto& lc : cfg.listeners) {
+      Key k{lc.address, lc.port};
+      auto it = listeners.find(k);
+      if (it != listeners.end() && lc.port != 0) {
+        it->second->name = lc.name;
+        next_set.emplace(k, std::move(it->second));
+        listeners.erase(it);
+        continue;
+      }
+      auto l = std::make_unique<Listener>(control);
+      asio::ip::tcp::endpoint ep(asio::ip::make_address(lc.address), lc.port);
+      std::error_code ec;
+      l->acceptor.open(ep.protocol(), ec);
+      if (!ec) l->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+      if (!ec && ep.address().is_v6()) l->acceptor.set_option(asio::ip::v6_only(true), ec);
+      if (!ec) l->acceptor.bind(ep, ec);
+      if (!ec) l->acceptor.listen(4096, ec);
+      if (ec) {
+        throw std::runtime_error("listener \"" + lc.name + "\": cannot listen on " + lc.address +
+                                 " port " + std::to_string(lc.port) + ": " + ec.message());
+      }
+      l->name = lc.name;
+      l->bound = l->acceptor.local_endpoint();
+      log::info("listening name=", lc.name, " address=", l->bound.address().to_string(),
+                " port=", l->bound.port(), " methods=", join(lc.methods));
+      Listener* raw = l.get();
+      next_set.emplace(k.second == 0 ? Key{lc.address, l->bound.port()} : k, std::move(l));
+      asio::co_spawn(control, accept_loop(raw), asio::detached);
+    }
+    for (auto& [k, l] : listeners) {
+      log::info("closing listener name=", l->name);
+      std::error_code ec;
+      l->acceptor.close(ec);
+      retired.push_back(std::move(l));
+    }
+    listeners = std::move(next_set);
+  }
+
+  static std::string join(const std::vector<std::string>& v) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : ",") + x;
+    return s;
+  }
+
+  asio::awaitable<void> accept_loop(Listener* l) {
+    asio::steady_timer backoff(control);
+    for (;;) {
+      asio::io_context& io = next_io();
+      auto [ec, sock] = co_await l->acceptor.async_accept(io, kUse);
+      if (ec == asio::error::operation_aborted || !l->acceptor.is_open()) co_return;
+      if (ec) {
+        // EMFILE and friends: say so and back off instead of spinning.
+        log::warn("accept on ", l->name, ": ", ec.message());
+        backoff.expires_after(std::chrono::milliseconds(100));
+        co_await backoff.async_wait(kUse);
+        continue;
+      }
+      uint64_t id = ++state.sessions_total;
+      auto snap = state.snapshot.load();
+      asio::co_spawn(io, run_session(state, std::move(snap), l->name, std::move(sock), id),
+                     [this](std::exception_ptr e) {
+                       if (!e) return;
+                       state.counters.add(CloseReason::kInternalError);
+                       try {
+                         std::rethrow_exception(e);
+                       } catch (const std::exception& ex) {
+                         log::error("session failed: ", ex.what());
+                       }
+                     });
+    }
+  }
+
+  void write_ready_file() {
+    if (opts.ready_file.empty()) return;
+    nlohmann::json j;
+    j["pid"] = ::getpid();
+    j["listeners"] = nlohmann::json::array();
+    for (const auto& [k, l] : listeners) {
+      j["listeners"].push_back({{"name", l->name},
+                                {"address", l->bound.address().to_string()},
+                                {"port", l->bound.port()}});
+    }
+    std::string tmp = opts.ready_file + ".tmp";
+    {
+      std::ofstream out(tmp);
+      out << j.dump() << "\n";
+    }
+    std::rename(tmp.c_str(), opts.ready_file.c_str());
+  }
+
+  void reload() {
+    if (opts.config_path.empty()) {
+      log::warn("reload: running on the embedded default configuration; nothing to re-read");
+      return;
+    }
+    try {
+      Snapshot snap = load_snapshot(opts.config_path, state.throttle);
+      sync_listeners(*snap.config);
+      if (snap.config->audit.file != audit_file || snap.config->audit.to_stdout != audit_stdout) {
+        open_audit(*snap.config);
+      }
+      state.snapshot.store(std::make_shared<const Snapshot>(std::move(snap)));
+      write_ready_file();
+      log::info("reload: configuration ", opts.config_path, " loaded");
+    } catch (const std::exception& e) {
+      log::error("reload failed, keeping the previous configuration: ", e.what());
+    }
+  }
+
+  asio::awaitable<void> drain() {
+    state.draining.store(true);
+    for (auto& [k, l] : listeners) {
+      std::error_code ec;
+      l->acceptor.close(ec);
+    }
+    auto timeout = state.snapshot.load()->config->limits.drain_timeout;
+    log::info("draining: ", state.sessions.active(), " sessions, up to ", timeout.count(), " s");
+    asio::steady_timer t(control);
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (state.sessions.active() > 0 && std::chrono::steady_clock::now() < deadline) {
+      t.expires_after(std::chrono::milliseconds(50));
+      co_await t.async_wait(kUse);
+    }
+    if (size_t left = state.sessions.active(); left > 0) {
+      log::info("drain timeout: closing ", left, " sessions");
+      state.sessions.close_all();
+      auto hard = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      while (state.sessions.active() > 0 && std::chrono::steady_clock::now() < hard) {
+        t.expires_after(std::chrono::milliseconds(20));
+        co_await t.async_wait(kUse);
+      }
+    }
+    stopping = true;
+    for (auto& io : ios) io->stop();
+    control.stop();
+  }
+
+  asio::awaitable<void> signal_loop() {
+    for (;;) {
+      auto [ec, sig] = co_await signals.async_wait(kUse);
+      if (ec) co_return;
+      if (sig == SIGHUP) {
+        reload();
+      } else {
+        log::info("signal ", sig, ": stopping");
+        co_await drain();
+        co_return;
+      }
+    }
+  }
+
+  int run() {
+    sync_listeners(*state.snapshot.load()->config);
+    write_ready_file();
+    std::vector<std::thread> threads;
+    std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+    for (auto& io : ios) guards.emplace_back(io->get_executor());
+    for (auto& io : ios) threads.emplace_back([&io] { io->run(); });
+    asio::co_spawn(control, signal_loop(), asio::detached);
+    log::info("socksgate ready: ", ios.size(), " I/O threads, config ",
+              opts.config_path.empty() ? "<embedded>" : opts.config_path);
+    control.run();
+    for (auto& io : ios) io->stop();
+    for (auto& t : threads) t.join();
+    log::info("stopped");
+    return 0;
+  }
+
+  ServerOptions opts;
+  asio::io_context control{1};
+  ServerState state;
+  // After state: sessions' frames die with their io_context, before the state they point to.
+  std::vector<std::unique_ptr<asio::io_context>> ios;
+  asio::signal_set signals;
+  std::map<Key, std::unique_ptr<Listener>> listeners;
+  std::vector<std::unique_ptr<Listener>> retired;
+  std::string audit_file;
+  bool audit_stdout = false;
+  size_t next = 0;
+  bool stopping = false;
+};
+
+Server::Server(Snapshot initial, ServerOptions opts)
+    : impl_(std::make_unique<Impl>(std::move(initial), std::move(opts))) {}
+Server::~Server() = default;
+int Server::run() { return impl_->run(); }
+
+}  // namespace socksgate::gateway

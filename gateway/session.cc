@@ -1,0 +1,411 @@
+#include "gateway/session.h"
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <cstdio>
+#include <optional>
+#include <string>
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/post.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include "auth/registry.h"
+#include "crypto/channel.h"
+#include "crypto/secure.h"
+#include "gateway/log.h"
+#include "gateway/relay.h"
+#include "gateway/socks5.h"
+#include "gateway/timeout.h"
+#include "gateway/upstream.h"
+
+namespace socksgate::gateway {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+uint32_t process_id_prefix() {
+  static const uint32_t prefix = [] {
+    std::array<uint8_t, 4> b;
+    crypto::random_bytes(b);
+    return (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) | (uint32_t{b[2]} << 8) | b[3];
+  }();
+  return prefix;
+}
+
+std::optional<policy::Command> to_policy_command(uint8_t cmd) {
+  switch (static_cast<socks5::Command>(cmd)) {
+    case socks5::Command::kConnect:
+      return policy::Command::kConnect;
+    case socks5::Command::kBind:
+      return policy::Command::kBind;
+    case socks5::Command::kUdpAssociate:
+      return policy::Command::kUdpAssociate;
+  }
+  return std::nullopt;
+}
+
+// Everything the audit record of a session says.
+struct SessionRecord {
+  std::string id;
+  std::string listener;
+  asio::ip::tcp::endpoint client;
+  std::string method;
+  std::string user;
+  std::optional<std::string> command;
+  std::optional<socks5::Address> requested;
+  uint16_t port = 0;
+  std::optional<asio::ip::tcp::endpoint> remote;
+  std::optional<asio::ip::tcp::endpoint> bound;
+  std::string rule_id;
+  std::string decision;  // "pass" | "block" | ""
+  uint64_t bytes_up = 0;
+  uint64_t bytes_down = 0;
+  Clock::time_point start = Clock::now();
+  std::string start_time = now_rfc3339();
+  SessionPhase phase = SessionPhase::kAccepted;
+};
+
+std::string_view phase_name(SessionPhase p) {
+  switch (p) {
+    case SessionPhase::kAccepted:
+      return "accepted";
+    case SessionPhase::kMethodSelection:
+      return "method_selection";
+    case SessionPhase::kAuthentication:
+      return "authentication";
+    case SessionPhase::kRequest:
+      return "request";
+    case SessionPhase::kConnect:
+      return "connect";
+    case SessionPhase::kRelay:
+      return "relay";
+    case SessionPhase::kClosed:
+      return "closed";
+  }
+  return "unknown";
+}
+
+json base_record(std::string_view event, const SessionRecord& r) {
+  json j;
+  j["time"] = now_rfc3339();
+  j["event"] = event;
+  j["session"] = r.id;
+  j["listener"] = r.listener;
+  j["client"] = r.client.address().to_string();
+  j["client_port"] = r.client.port();
+  if (!r.method.empty()) j["method"] = r.method;
+  if (!r.user.empty()) j["user"] = escape_untrusted(r.user);
+  if (r.command) j["command"] = *r.command;
+  if (r.requested) {
+    if (r.requested->type == socks5::AddressType::kDomain) {
+      j["host"] = escape_untrusted(r.requested->domain);
+    } else {
+      j["host"] = r.requested->ip.to_string();
+    }
+    j["port"] = r.port;
+  }
+  if (r.remote) j["address"] = r.remote->address().to_string();
+  if (!r.rule_id.empty()) j["rule"] = r.rule_id;
+  if (!r.decision.empty()) j["decision"] = r.decision;
+  return j;
+}
+
+class Session {
+ public:
+  Session(ServerState& state, std::shared_ptr<const Snapshot> snap, std::string listener,
+          asio::ip::tcp::socket socket, uint64_t id)
+      : state_(state),
+        snap_(std::move(snap)),
+        audit_(state.audit.load()),
+        channel_(std::move(socket)) {
+    rec_.id = format_session_id(id);
+    rec_.listener = std::move(listener);
+    numeric_id_ = id;
+    std::error_code ec;
+    rec_.client = channel_.socket().remote_endpoint(ec);
+    channel_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
+  }
+
+  asio::awaitable<void> run();
+  // Closes both sockets now (drain, revocation); the coroutine then ends with kShutdown.
+  void abort() {
+    aborted_ = true;
+    channel_.close();
+    std::error_code ec;
+    upstream_.close(ec);
+  }
+
+ private:
+  asio::awaitable<std::optional<CloseReason>> negotiate();
+  asio::awaitable<void> send_reply(socks5::Reply rep);
+  void audit(json j) {
+    if (audit_) audit_->write(std::move(j));
+  }
+  void audit_denied(std::string_view stage, const policy::Decision& d) {
+    json j = base_record("denied", rec_);
+    j["stage"] = stage;
+    j["rule"] = d.rule_id;
+    j["decision"] = "block";
+    j["reason"] = d.reason;
+    audit(std::move(j));
+  }
+  void finish(CloseReason reason);
+
+  ServerState& state_;
+  std::shared_ptr<const Snapshot> snap_;
+  std::shared_ptr<AuditSink> audit_;
+  crypto::TcpChannel channel_;
+  asio::ip::tcp::socket upstream_{channel_.socket().get_executor()};
+  SessionRecord rec_;
+  uint64_t numeric_id_ = 0;
+
+ public:
+  std::function<void()> closer_;
+
+ private:
+  const ListenerConfig* listener_ = nullptr;
+  auth::Identity identity_;
+  socks5::Request request_;
+  bool reply_sent_ = false;
+  bool aborted_ = false;
+  bool admitted_ = false;
+};
+
+// Lets other threads reach a live session: only ever touched on the session's executor.
+struct SessionControl {
+  Session* session = nullptr;
+};
+
+asio::awaitable<void> Session::send_reply(socks5::Reply rep) {
+  if (reply_sent_) co_return;
+  reply_sent_ = true;
+  asio::ip::tcp::endpoint bound(asio::ip::address_v4::any(), 0);
+  if (rep == socks5::Reply::kSucceeded && rec_.bound) bound = *rec_.bound;
+  auto bytes = socks5::encode_reply(rep, bound);
+  co_await channel_.write_all(bytes);
+}
+
+// Greeting, authentication and request, under the negotiation deadline. Returns a reason
+// when the session must end here (replies already sent where one is due).
+asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
+  const Config& cfg = *snap_->config;
+  // RFC 1928 section 3: method selection.
+  rec_.phase = SessionPhase::kMethodSelection;
+  socks5::Greeting greeting;
+  std::error_code ec = co_await channel_.read_message(
+      [&](std::span<const uint8_t> in, size_t* consumed) {
+        return socks5::parse_greeting(in, &greeting, consumed);
+      },
+      socks5::kMaxGreetingSize);
+  if (ec == socks5::Errc::kNoMethods) {
+    co_await channel_.write_all(socks5::encode_method_selection(auth::kMethodNoAcceptable));
+    co_return CloseReason::kNoAcceptableMethod;
+  }
+  if (ec) co_return ec == asio::error::eof ? CloseReason::kClientClosed : CloseReason::kProtocolError;
+
+  std::unique_ptr<auth::Authenticator> method;
+  for (const auto& name : listener_->methods) {
+    auto code = auth::method_code(name);
+    if (code && std::find(greeting.methods.begin(), greeting.methods.end(), *code) != greeting.methods.end()) {
+      method = auth::make_authenticator(name, snap_->backends);
+      if (method) break;
+    }
+  }
+  if (!method) {
+    co_await channel_.write_all(socks5::encode_method_selection(auth::kMethodNoAcceptable));
+    json j = base_record("auth_failure", rec_);
+    j["reason"] = "no_acceptable_method";
+    audit(std::move(j));
+    co_return CloseReason::kNoAcceptableMethod;
+  }
+  rec_.method = std::string(method->name());
+  if (ec = co_await channel_.write_all(socks5::encode_method_selection(method->method_code())); ec) {
+    co_return CloseReason::kClientReset;
+  }
+
+  // RFC 1929 / RFC 1961: the method's subnegotiation.
+  rec_.phase = SessionPhase::kAuthentication;
+  auth::AuthContext actx{channel_.socket().remote_endpoint(ec).address(), rec_.listener,
+                         &state_.blocking};
+  auth::AuthOutcome outcome;
+  ec = co_await method->authenticate(channel_, actx, &outcome);
+  if (ec) co_return ec == asio::error::eof ? CloseReason::kClientClosed : CloseReason::kProtocolError;
+  if (!outcome.ok) {
+    json j = base_record("auth_failure", rec_);
+    j["user"] = escape_untrusted(outcome.claimed_user);
+    j["reason"] = outcome.failure_reason;
+    audit(std::move(j));
+    rec_.user = outcome.claimed_user;
+    co_return outcome.failure_reason == "busy" ? CloseReason::kBusy : CloseReason::kAuthFailed;
+  }
+  identity_ = std::move(outcome.identity);
+  rec_.user = identity_.user;
+
+  // RFC 1928 section 4: the request.
+  rec_.phase = SessionPhase::kRequest;
+  ec = co_await channel_.read_message(
+      [&](std::span<const uint8_t> in, size_t* consumed) {
+        return socks5::parse_request(in, &request_, consumed);
+      },
+      socks5::kMaxRequestSize);
+  if (ec == socks5::Errc::kUnknownCommand) {
+    co_await send_reply(socks5::Reply::kCommandNotSupported);
+    co_return CloseReason::kUnsupportedCommand;
+  }
+  if (ec == socks5::Errc::kUnknownAddressType) {
+    co_await send_reply(socks5::Reply::kAddressTypeNotSupported);
+    co_return CloseReason::kUnsupportedAddressType;
+  }
+  if (ec.category() == socks5::category()) {
+    co_await send_reply(socks5::Reply::kGeneralFailure);
+    co_return CloseReason::kProtocolError;
+  }
+  if (ec) co_return ec == asio::error::eof ? CloseReason::kClientClosed : CloseReason::kProtocolError;
+  rec_.requested = request_.dst;
+  rec_.port = request_.port;
+  auto cmd = to_policy_command(request_.command);
+  rec_.command = std::string(policy::to_string(*cmd));
+  if (*cmd != policy::Command::kConnect) {
+    // BIND and UDP ASSOCIATE arrive with their own issue; until then, say so precisely.
+    co_await send_reply(socks5::Reply::kCommandNotSupported);
+    co_return CloseReason::kUnsupportedCommand;
+  }
+  if (!identity_.user.empty() &&
+      !state_.sessions.admit_user(numeric_id_, identity_.user, cfg.limits.max_sessions_per_user)) {
+    json j = base_record("denied", rec_);
+    j["stage"] = "limit";
+    j["reason"] = "limit:sessions_per_user";
+    audit(std::move(j));
+    co_await send_reply(socks5::Reply::kNotAllowed);
+    co_return CloseReason::kLimitSessions;
+  }
+  co_return std::nullopt;
+}
+
+asio::awaitable<void> Session::run() {
+  const Config& cfg = *snap_->config;
+  listener_ = cfg.find_listener(rec_.listener);
+  if (listener_ == nullptr) {  // the listener vanished in a reload between accept and here
+    finish(CloseReason::kShutdown);
+    co_return;
+  }
+  policy::IpAddress client_ip = to_policy_address(rec_.client.address());
+
+  // Session caps that do not need to know the user.
+  auto admit = state_.sessions.admit(numeric_id_, rec_.client.address().to_string(),
+                                     cfg.limits.max_sessions, cfg.limits.max_sessions_per_source,
+                                     closer_);
+  if (admit != SessionRegistry::Admit::kOk) {
+    json j = base_record("denied", rec_);
+    j["stage"] = "limit";
+    j["reason"] = admit == SessionRegistry::Admit::kGlobalLimit ? "limit:sessions_total"
+                                                                : "limit:sessions_per_source";
+    audit(std::move(j));
+    finish(CloseReason::kLimitSessions);
+    co_return;
+  }
+  admitted_ = true;
+
+  // Client rules: may this source talk to the gateway at all?
+  policy::Decision cd = snap_->policy->decide_client({client_ip, rec_.listener});
+  if (!cd.allowed()) {
+    rec_.rule_id = cd.rule_id;
+    rec_.decision = "block";
+    audit_denied("client", cd);
+    finish(CloseReason::kClientDenied);
+    co_return;
+  }
+
+  auto negotiated = co_await with_timeout(negotiate(), cfg.limits.negotiation_timeout);
+  if (!negotiated) {
+    finish(CloseReason::kNegotiationTimeout);
+    co_return;
+  }
+  if (*negotiated) {
+    finish(**negotiated);
+    co_return;
+  }
+
+  // Policy and connect.
+  rec_.phase = SessionPhase::kConnect;
+  policy::DecisionRequest req;
+  req.user = identity_.user;
+  req.groups = identity_.groups;
+  req.method = identity_.method;
+  req.listener = rec_.listener;
+  req.client = client_ip;
+  req.command = policy::Command::kConnect;
+  ConnectOutcome oc = co_await connect_upstream(request_.dst, request_.port, std::move(req),
+                                                *snap_->policy, state_.resolver,
+                                                cfg.limits.connect_timeout, &upstream_);
+  rec_.rule_id = oc.decision.rule_id;
+  rec_.decision = oc.decision.allowed() ? "pass" : "block";
+  if (oc.remote) rec_.remote = oc.remote;
+  if (!oc.ok) {
+    if (oc.reason == CloseReason::kPolicyDenied) audit_denied("request", oc.decision);
+    if (!oc.detail.empty()) log::debug("session ", rec_.id, ": ", oc.detail);
+    co_await send_reply(describe(oc.reason).reply);
+    finish(oc.reason);
+    co_return;
+  }
+  std::error_code ec;
+  rec_.bound = upstream_.local_endpoint(ec);
+  co_await send_reply(socks5::Reply::kSucceeded);
+
+  rec_.phase = SessionPhase::kRelay;
+  RelayResult rr = co_await run_relay(channel_, upstream_, RelayOptions{cfg.limits.idle_timeout, true});
+  rec_.bytes_up = rr.bytes_up;
+  rec_.bytes_down = rr.bytes_down;
+  finish(rr.reason);
+}
+
+void Session::finish(CloseReason reason) {
+  if (aborted_) reason = CloseReason::kShutdown;
+  if (admitted_) state_.sessions.remove(numeric_id_);
+  SessionPhase at = rec_.phase;
+  rec_.phase = SessionPhase::kClosed;
+  channel_.close();
+  std::error_code ec;
+  upstream_.close(ec);
+  state_.counters.add(reason);
+  json j = base_record("session_end", rec_);
+  j["start"] = rec_.start_time;
+  j["phase"] = phase_name(at);
+  if (rec_.bound) j["bound"] = rec_.bound->address().to_string() + ":" + std::to_string(rec_.bound->port());
+  j["bytes_up"] = rec_.bytes_up;
+  j["bytes_down"] = rec_.bytes_down;
+  j["duration_ms"] =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - rec_.start).count();
+  j["close_reason"] = to_string(reason);
+  audit(std::move(j));
+}
+
+}  // namespace
+
+std::string format_session_id(uint64_t id) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%08x%08x", process_id_prefix(), static_cast<uint32_t>(id));
+  return buf;
+}
+
+asio::awaitable<void> run_session(ServerState& state, std::shared_ptr<const Snapshot> snapshot,
+                                  std::string listener, asio::ip::tcp::socket socket,
+                                  uint64_t id) {
+  auto ex = socket.get_executor();
+  Session s(state, std::move(snapshot), std::move(listener), std::move(socket), id);
+  auto control = std::make_shared<SessionControl>();
+  control->session = &s;
+  s.closer_ = [ex, weak = std::weak_ptr<SessionControl>(control)] {
+    asio::post(ex, [weak] {
+      if (auto c = weak.lock(); c && c->session) c->session->abort();
+    });
+  };
+  co_await s.run();
+  control->session = nullptr;
+}
+
+}  // namespace socksgate::gateway

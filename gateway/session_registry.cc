@@ -1,0 +1,72 @@
+#include "gateway/session_registry.h"
+
+#include <vector>
+
+namespace socksgate::gateway {
+
+SessionRegistry::Admit SessionRegistry::admit(uint64_t id, const std::string& source,
+                                              uint32_t max_total, uint32_t max_per_source,
+                                              std::function<void()> closer) {
+  std::lock_guard lock(mu_);
+  if (max_total != 0 && sessions_.size() >= max_total) return Admit::kGlobalLimit;
+  uint32_t& n = per_source_[source];
+  if (max_per_source != 0 && n >= max_per_source) {
+    if (n == 0) per_source_.erase(source);
+    return Admit::kSourceLimit;
+  }
+  ++n;
+  sessions_.emplace(id, Entry{source, {}, false, std::move(closer)});
+  return Admit::kOk;
+}
+
+bool SessionRegistry::admit_user(uint64_t id, const std::string& user, uint32_t max_per_user) {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return false;
+  uint32_t& n = per_user_[user];
+  if (max_per_user != 0 && n >= max_per_user) {
+    if (n == 0) per_user_.erase(user);
+    return false;
+  }
+  ++n;
+  it->second.user = user;
+  it->second.user_counted = true;
+  return true;
+}
+
+void SessionRegistry::remove(uint64_t id) {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  if (auto s = per_source_.find(it->second.source); s != per_source_.end() && --s->second == 0) {
+    per_source_.erase(s);
+  }
+  if (it->second.user_counted) {
+    if (auto u = per_user_.find(it->second.user); u != per_user_.end() && --u->second == 0) {
+      per_user_.erase(u);
+    }
+  }
+  sessions_.erase(it);
+}
+
+size_t SessionRegistry::active() const {
+  std::lock_guard lock(mu_);
+  return sessions_.size();
+}
+
+size_t SessionRegistry::active_for_user(const std::string& user) const {
+  std::lock_guard lock(mu_);
+  auto it = per_user_.find(user);
+  return it == per_user_.end() ? 0 : it->second;
+}
+
+void SessionRegistry::close_all() {
+  std::vector<std::function<void()>> closers;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, e] : sessions_) closers.push_back(e.closer);
+  }
+  for (auto& c : closers) c();
+}
+
+}  // namespace socksgate::gateway
