@@ -4,7 +4,9 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <tuple>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -366,7 +368,16 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
       }
     }
   }
-  if (!diags.empty()) throw policy::LoadError(std::move(diags));
+  if (!diags.empty()) {
+    // Report in file order, whatever order the checks ran in.
+    // The config file's own problems first, then those of the files it names.
+    std::stable_sort(diags.begin(), diags.end(), [&](const Diagnostic& a, const Diagnostic& b) {
+      int fa = a.file == path ? 0 : 1, fb = b.file == path ? 0 : 1;
+      return std::tie(fa, a.file, a.pos.line, a.pos.column) <
+             std::tie(fb, b.file, b.pos.line, b.pos.column);
+    });
+    throw policy::LoadError(std::move(diags));
+  }
 
   Snapshot snap;
   if (cfg->userpass) {

@@ -1,0 +1,154 @@
+#include "gateway/config.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+
+#include "gateway/close_reason.h"
+#include "gateway/session_registry.h"
+
+namespace socksgate::gateway {
+namespace {
+
+std::vector<std::string> errors_of(const std::string& text) {
+  try {
+    load_snapshot_text("cfg.json", text, nullptr);
+  } catch (const policy::LoadError& e) {
+    std::vector<std::string> out;
+    for (const auto& d : e.diagnostics()) out.push_back(d.to_string());
+    return out;
+  }
+  return {};
+}
+
+constexpr const char* kGood = R"({
+  // comments are allowed
+  "listeners": [ { "name": "main", "address": "127.0.0.1", "port": 0, "methods": ["none"] },
+                 { "name": "v6", "address": "::1", "port": 0, "methods": ["none"] } ],
+  "policy": { "inline": { "rules": [ { "id": "r1", "action": "pass", "to": ["127.0.0.1"] } ] } },
+  "limits": { "connect_timeout_ms": 2500, "idle_timeout_s": 60 },
+  "threads": { "io": 3 }
+})";
+
+TEST(Config, LoadsAGoodFile) {
+  Snapshot s = load_snapshot_text("cfg.json", kGood, nullptr);
+  ASSERT_EQ(s.config->listeners.size(), 2u);
+  EXPECT_EQ(s.config->listeners[1].address, "::1");
+  EXPECT_EQ(s.config->limits.connect_timeout.count(), 2500);
+  EXPECT_EQ(s.config->limits.idle_timeout.count(), 60);
+  EXPECT_EQ(s.config->threads.io, 3u);
+  EXPECT_EQ(s.policy->rule_count(), 1u);
+  EXPECT_EQ(s.backends.userpass, nullptr);
+  EXPECT_NE(s.config->find_listener("v6"), nullptr);
+}
+
+TEST(Config, UnknownKeysAreErrorsWithPosition) {
+  auto e = errors_of("{\n  \"listeners\": [ { \"name\": \"m\", \"address\": \"127.0.0.1\", \"methods\": [\"none\"], \"prot\": 1 } ],\n"
+                     "  \"policy\": { \"inline\": {} },\n  \"bogus\": true\n}");
+  ASSERT_EQ(e.size(), 2u);
+  // Sorted by position, whatever order the checks ran in.
+  EXPECT_EQ(e[0].rfind("cfg.json:2:78: unknown key \"prot\"", 0), 0u) << e[0];
+  EXPECT_EQ(e[1].rfind("cfg.json:4:3: unknown key \"bogus\"", 0), 0u) << e[1];
+}
+
+TEST(Config, EveryProblemIsReported) {
+  auto e = errors_of(R"({
+  "listeners": [ { "name": "a", "address": "localhost", "port": 70000, "methods": ["userpass", "krb"] },
+                 { "name": "a", "address": "::1", "methods": [] } ],
+  "policy": { "file": "p.json", "inline": {} }
+})");
+  std::string all;
+  for (const auto& s : e) all += s + "\n";
+  EXPECT_NE(all.find("cfg.json:2:44: \"localhost\" is not an IP address"), std::string::npos) << all;
+  EXPECT_NE(all.find("\"port\" must be between 0 and 65535"), std::string::npos) << all;
+  EXPECT_NE(all.find("method \"userpass\" needs \"auth\""), std::string::npos) << all;
+  EXPECT_NE(all.find("unknown method \"krb\""), std::string::npos) << all;
+  EXPECT_NE(all.find("duplicate listener name \"a\""), std::string::npos) << all;
+  EXPECT_NE(all.find("\"methods\" must not be empty"), std::string::npos) << all;
+  EXPECT_NE(all.find("exactly one of \"file\" or \"inline\""), std::string::npos) << all;
+}
+
+TEST(Config, PolicyErrorsKeepTheirPositionInsideTheConfigFile) {
+  auto e = errors_of(R"({
+  "listeners": [ { "name": "a", "address": "127.0.0.1", "methods": ["none"] } ],
+  "policy": { "inline": {
+    "rules": [ { "id": "x", "action": "maybe" } ] } }
+})");
+  ASSERT_FALSE(e.empty());
+  EXPECT_EQ(e[0].rfind("cfg.json:4:", 0), 0u) << e[0];
+}
+
+TEST(Config, SyntaxErrorAndMissingPolicy) {
+  auto e = errors_of("{ \"listeners\": [ }");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_EQ(e[0].rfind("cfg.json:1:", 0), 0u);
+  e = errors_of(R"({ "listeners": [ { "name": "a", "address": "127.0.0.1", "methods": ["none"] } ] })");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("missing required key \"policy\""), std::string::npos);
+}
+
+TEST(Config, MissingPolicyFileIsAnErrorAtTheKey) {
+  auto e = errors_of(R"({ "listeners": [ { "name": "a", "address": "127.0.0.1", "methods": ["none"] } ],
+  "policy": { "file": "/nonexistent/policy.json" } })");
+  ASSERT_EQ(e.size(), 1u);
+  EXPECT_NE(e[0].find("/nonexistent/policy.json: cannot open"), std::string::npos) << e[0];
+}
+
+TEST(Config, EmbeddedDefaultLoads) {
+  Snapshot s = default_snapshot("pw", nullptr);
+  EXPECT_EQ(s.config->listeners.size(), 2u);
+  ASSERT_NE(s.backends.userpass, nullptr);
+  EXPECT_TRUE(s.backends.userpass->file().find("demo"));
+  policy::DecisionRequest r;
+  r.user = "demo";
+  r.method = "userpass";
+  r.listener = "loopback4";
+  r.address = policy::IpAddress::parse("127.0.0.1");
+  r.port = 8000;
+  EXPECT_TRUE(s.policy->decide(r).allowed());
+  r.port = 22;
+  EXPECT_FALSE(s.policy->decide(r).allowed()) << "privileged loopback ports stay closed";
+  r.user = "eve";
+  r.port = 8000;
+  EXPECT_FALSE(s.policy->decide(r).allowed());
+}
+
+TEST(CloseReason, ErrnoMapsToReplyCodes) {
+  auto rep = [](int e) { return describe(from_connect_error({e, std::system_category()})).reply; };
+  EXPECT_EQ(rep(ECONNREFUSED), socks5::Reply::kConnectionRefused);
+  EXPECT_EQ(rep(ENETUNREACH), socks5::Reply::kNetworkUnreachable);
+  EXPECT_EQ(rep(EHOSTUNREACH), socks5::Reply::kHostUnreachable);
+  EXPECT_EQ(rep(ETIMEDOUT), socks5::Reply::kHostUnreachable);
+  EXPECT_EQ(rep(EPERM), socks5::Reply::kGeneralFailure);
+  EXPECT_EQ(describe(CloseReason::kPolicyDenied).reply, socks5::Reply::kNotAllowed);
+  EXPECT_EQ(describe(CloseReason::kUnsupportedCommand).reply, socks5::Reply::kCommandNotSupported);
+  EXPECT_EQ(describe(CloseReason::kUnsupportedAddressType).reply,
+            socks5::Reply::kAddressTypeNotSupported);
+  // Every reason has a distinct token.
+  std::set<std::string_view> tokens;
+  for (int i = 0; i < static_cast<int>(CloseReason::kCount_); ++i) {
+    EXPECT_TRUE(tokens.insert(describe(static_cast<CloseReason>(i)).token).second) << i;
+  }
+}
+
+TEST(SessionRegistry, CapsGlobalSourceAndUser) {
+  SessionRegistry r;
+  EXPECT_EQ(r.admit(1, "a", 3, 2, [] {}), SessionRegistry::Admit::kOk);
+  EXPECT_EQ(r.admit(2, "a", 3, 2, [] {}), SessionRegistry::Admit::kOk);
+  EXPECT_EQ(r.admit(3, "a", 3, 2, [] {}), SessionRegistry::Admit::kSourceLimit);
+  EXPECT_EQ(r.admit(4, "b", 3, 2, [] {}), SessionRegistry::Admit::kOk);
+  EXPECT_EQ(r.admit(5, "c", 3, 2, [] {}), SessionRegistry::Admit::kGlobalLimit);
+  EXPECT_TRUE(r.admit_user(1, "alice", 1));
+  EXPECT_FALSE(r.admit_user(2, "alice", 1));
+  r.remove(1);
+  EXPECT_TRUE(r.admit_user(2, "alice", 1));
+  EXPECT_EQ(r.active(), 2u);
+  int closed = 0;
+  r.admit(6, "d", 0, 0, [&] { ++closed; });
+  r.close_all();
+  EXPECT_EQ(closed, 1);
+}
+
+}  // namespace
+}  // namespace socksgate::gateway
