@@ -26,22 +26,10 @@ class ChannelCategory final : public std::error_category {
   }
 };
 
-class ParseCategory final : public std::error_category {
- public:
-  const char* name() const noexcept override { return "parse"; }
-  std::string message(int ev) const override {
-    return ev == static_cast<int>(ParseErrc::kNeedMore) ? "incomplete message" : "parse error";
-  }
-};
-
 }  // namespace
 
 const std::error_category& channel_category() {
   static const ChannelCategory c;
-  return c;
-}
-const std::error_category& parse_category() {
-  static const ParseCategory c;
   return c;
 }
 

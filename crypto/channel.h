@@ -19,6 +19,8 @@
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
 
+#include "crypto/parse.h"
+
 namespace socksgate::crypto {
 
 // Errors of the channel itself (not of the peer's protocol).
@@ -28,18 +30,11 @@ enum class ChannelErrc {
 const std::error_category& channel_category();
 inline std::error_code make_error_code(ChannelErrc e) { return {static_cast<int>(e), channel_category()}; }
 
-// The parsers' "not a whole message yet" signal (see gateway/socks5.h). A parser returns it
-// (and consumes nothing) until the buffered bytes hold a complete message.
-enum class ParseErrc { kNeedMore = 1 };
-const std::error_category& parse_category();
-inline std::error_code make_error_code(ParseErrc e) { return {static_cast<int>(e), parse_category()}; }
 
 }  // namespace socksgate::crypto
 
 template <>
 struct std::is_error_code_enum<socksgate::crypto::ChannelErrc> : std::true_type {};
-template <>
-struct std::is_error_code_enum<socksgate::crypto::ParseErrc> : std::true_type {};
 
 namespace socksgate::crypto {
 

@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "crypto/channel.h"
+#include "crypto/parse.h"
 
 namespace socksgate::gateway::socks5 {
 namespace {

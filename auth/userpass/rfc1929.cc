@@ -1,6 +1,6 @@
 #include "auth/userpass/rfc1929.h"
 
-#include "crypto/channel.h"
+#include "crypto/parse.h"
 
 namespace socksgate::auth::userpass {
 namespace {

@@ -4,7 +4,7 @@
 #include <span>
 
 #include "auth/userpass/rfc1929.h"
-#include "crypto/channel.h"
+#include "crypto/parse.h"
 
 namespace up = socksgate::auth::userpass;
 

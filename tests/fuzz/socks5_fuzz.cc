@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <span>
 
-#include "crypto/channel.h"
+#include "crypto/parse.h"
 #include "gateway/socks5.h"
 
 namespace s5 = socksgate::gateway::socks5;
