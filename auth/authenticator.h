@@ -9,15 +9,14 @@
 // Authenticators never log or keep credentials: only the identity and a failure reason
 // leave them.
 
+#include <asio/awaitable.hpp>
+#include <asio/ip/address.hpp>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <system_error>
 #include <vector>
-
-#include <asio/awaitable.hpp>
-#include <asio/ip/address.hpp>
 
 #include "crypto/blocking_pool.h"
 #include "crypto/channel.h"

@@ -7,6 +7,13 @@
 // grow memory without bound). The result is delivered on the awaiting coroutine's executor,
 // so a session stays on its own thread. Thread-safe.
 
+#include <asio/any_io_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/dispatch.hpp>
+#include <asio/post.hpp>
+#include <asio/thread_pool.hpp>
+#include <asio/use_awaitable.hpp>
 #include <atomic>
 #include <cstddef>
 #include <exception>
@@ -15,19 +22,13 @@
 #include <type_traits>
 #include <utility>
 
-#include <asio/any_io_executor.hpp>
-#include <asio/async_result.hpp>
-#include <asio/awaitable.hpp>
-#include <asio/dispatch.hpp>
-#include <asio/post.hpp>
-#include <asio/thread_pool.hpp>
-#include <asio/use_awaitable.hpp>
-
 namespace socksgate::crypto {
 
 enum class PoolErrc { kBusy = 1 };
 const std::error_category& pool_category();
-inline std::error_code make_error_code(PoolErrc e) { return {static_cast<int>(e), pool_category()}; }
+inline std::error_code make_error_code(PoolErrc e) {
+  return {static_cast<int>(e), pool_category()};
+}
 
 }  // namespace socksgate::crypto
 
@@ -84,4 +85,3 @@ class BlockingPool {
 };
 
 }  // namespace socksgate::crypto
-

@@ -1,13 +1,12 @@
 #include "crypto/channel.h"
 
 #include <algorithm>
-#include <cstring>
-#include <string>
-
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/read.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
+#include <cstring>
+#include <string>
 
 namespace socksgate::crypto {
 namespace {

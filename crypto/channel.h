@@ -9,15 +9,14 @@
 // RFC 1929 request in one segment) are never lost between parsers: read_message() hands each
 // parser exactly the bytes it has not yet consumed.
 
+#include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <system_error>
 #include <utility>
 #include <vector>
-
-#include <asio/awaitable.hpp>
-#include <asio/ip/tcp.hpp>
 
 #include "crypto/parse.h"
 
@@ -28,8 +27,9 @@ enum class ChannelErrc {
   kMessageTooLarge = 1,  // a message did not complete within its size bound
 };
 const std::error_category& channel_category();
-inline std::error_code make_error_code(ChannelErrc e) { return {static_cast<int>(e), channel_category()}; }
-
+inline std::error_code make_error_code(ChannelErrc e) {
+  return {static_cast<int>(e), channel_category()};
+}
 
 }  // namespace socksgate::crypto
 
@@ -108,4 +108,3 @@ class TcpChannel final : public Channel {
 };
 
 }  // namespace socksgate::crypto
-

@@ -10,7 +10,9 @@ namespace socksgate::crypto {
 
 enum class ParseErrc { kNeedMore = 1 };
 const std::error_category& parse_category();
-inline std::error_code make_error_code(ParseErrc e) { return {static_cast<int>(e), parse_category()}; }
+inline std::error_code make_error_code(ParseErrc e) {
+  return {static_cast<int>(e), parse_category()};
+}
 
 }  // namespace socksgate::crypto
 

@@ -12,8 +12,8 @@
 namespace socksgate::crypto {
 namespace {
 
-constexpr std::array<std::string_view, 8> kAccepted = {"$y$",  "$gy$", "$7$",  "$6$",
-                                                       "$5$",  "$2b$", "$2y$", "$2a$"};
+constexpr std::array<std::string_view, 8> kAccepted = {"$y$", "$gy$", "$7$",  "$6$",
+                                                       "$5$", "$2b$", "$2y$", "$2a$"};
 
 bool has_prefix(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
@@ -21,14 +21,16 @@ bool has_prefix(std::string_view s, std::string_view p) { return s.substr(0, p.s
 
 std::string check_hash_format(std::string_view hash) {
   if (hash.empty()) return "empty hash";
-  if (hash.find_first_of(" \t\r\n:") != std::string_view::npos) return "hash contains whitespace or ':'";
+  if (hash.find_first_of(" \t\r\n:") != std::string_view::npos)
+    return "hash contains whitespace or ':'";
   for (auto p : kAccepted) {
     if (has_prefix(hash, p)) return {};
   }
   if (has_prefix(hash, "$1$") || has_prefix(hash, "$apr1$")) {
     return "MD5 hashes are not accepted (too weak); use yescrypt, sha512-crypt or bcrypt";
   }
-  if (hash[0] != '$') return "DES or plain-text passwords are not accepted; use yescrypt, sha512-crypt or bcrypt";
+  if (hash[0] != '$')
+    return "DES or plain-text passwords are not accepted; use yescrypt, sha512-crypt or bcrypt";
   return "unsupported hash method; use yescrypt ($y$), sha512-crypt ($6$) or bcrypt ($2b$)";
 }
 
@@ -41,8 +43,7 @@ bool verify_password(std::string_view password, std::string_view hash) {
   auto data = std::make_unique<crypt_data>();  // ~32 KiB: keep it off the stack
   std::memset(data.get(), 0, sizeof(crypt_data));
   const char* out = crypt_rn(pw.c_str(), setting.c_str(), data.get(), sizeof(crypt_data));
-  bool ok = out != nullptr && out[0] != '*' &&
-            constant_time_equal(std::string_view(out), hash);
+  bool ok = out != nullptr && out[0] != '*' && constant_time_equal(std::string_view(out), hash);
   secure_zero(pw.data(), pw.size());
   secure_zero(data.get(), sizeof(crypt_data));
   return ok;

@@ -94,7 +94,8 @@ std::string unescape_untrusted(std::string_view s) {
 std::string now_rfc3339() {
   auto now = std::chrono::system_clock::now();
   auto secs = std::chrono::system_clock::to_time_t(now);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char buf[64];
@@ -142,7 +143,8 @@ void JsonLinesAuditLog::write(nlohmann::json record) {
   }
   line.push_back('\n');
   if (fd_ >= 0 && !write_all(fd_, line)) {
-    std::fprintf(stderr, "socksgate: audit write to %s failed: %s\n", path_.c_str(), std::strerror(errno));
+    std::fprintf(stderr, "socksgate: audit write to %s failed: %s\n", path_.c_str(),
+                 std::strerror(errno));
   }
   if (to_stdout_) {
     std::lock_guard lock(mu_);

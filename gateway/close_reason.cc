@@ -1,8 +1,7 @@
 #include "gateway/close_reason.h"
 
-#include <cerrno>
-
 #include <asio/error.hpp>
+#include <cerrno>
 
 namespace socksgate::gateway {
 namespace {
@@ -39,7 +38,8 @@ const CloseInfo& describe(CloseReason r) { return kTable[static_cast<size_t>(r)]
 
 CloseReason from_connect_error(const std::error_code& ec) {
   if (ec == asio::error::timed_out) return CloseReason::kConnectTimeout;
-  if (ec.category() != std::system_category() && ec.category() != asio::error::get_system_category()) {
+  if (ec.category() != std::system_category() &&
+      ec.category() != asio::error::get_system_category()) {
     return CloseReason::kConnectFailed;
   }
   switch (ec.value()) {

@@ -14,29 +14,29 @@
 namespace socksgate::gateway {
 
 enum class CloseReason : uint8_t {
-  kClientClosed,          // normal end: the relay finished (both sides closed)
+  kClientClosed,  // normal end: the relay finished (both sides closed)
   kIdleTimeout,
   kNegotiationTimeout,
   kClientReset,
   kUpstreamReset,
   kRelayError,
-  kProtocolError,         // malformed SOCKS message
-  kUnsupportedCommand,    // REP 07
+  kProtocolError,           // malformed SOCKS message
+  kUnsupportedCommand,      // REP 07
   kUnsupportedAddressType,  // REP 08
-  kNoAcceptableMethod,    // 05 FF
+  kNoAcceptableMethod,      // 05 FF
   kAuthFailed,
-  kClientDenied,          // a client rule blocked the source
-  kPolicyDenied,          // REP 02
-  kLimitSessions,         // a session cap was reached
-  kResolveFailed,         // REP 04
-  kNetworkUnreachable,    // REP 03
-  kHostUnreachable,       // REP 04
-  kConnectionRefused,     // REP 05
-  kTtlExpired,            // REP 06
-  kConnectTimeout,        // REP 04 (RFC 1928 has no better code)
-  kConnectFailed,         // REP 01
-  kShutdown,              // the gateway stopped while the session ran
-  kBusy,                  // the blocking pool was full
+  kClientDenied,        // a client rule blocked the source
+  kPolicyDenied,        // REP 02
+  kLimitSessions,       // a session cap was reached
+  kResolveFailed,       // REP 04
+  kNetworkUnreachable,  // REP 03
+  kHostUnreachable,     // REP 04
+  kConnectionRefused,   // REP 05
+  kTtlExpired,          // REP 06
+  kConnectTimeout,      // REP 04 (RFC 1928 has no better code)
+  kConnectFailed,       // REP 01
+  kShutdown,            // the gateway stopped while the session ran
+  kBusy,                // the blocking pool was full
   kInternalError,
   kCount_,
 };
@@ -56,7 +56,9 @@ CloseReason from_connect_error(const std::error_code& ec);
 class CloseCounters {
  public:
   void add(CloseReason r) { c_[static_cast<size_t>(r)].fetch_add(1, std::memory_order_relaxed); }
-  uint64_t get(CloseReason r) const { return c_[static_cast<size_t>(r)].load(std::memory_order_relaxed); }
+  uint64_t get(CloseReason r) const {
+    return c_[static_cast<size_t>(r)].load(std::memory_order_relaxed);
+  }
 
  private:
   std::array<std::atomic<uint64_t>, static_cast<size_t>(CloseReason::kCount_)> c_{};

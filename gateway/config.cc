@@ -6,13 +6,13 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <tuple>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <tuple>
 
 #include "crypto/password_hash.h"
 
@@ -56,7 +56,8 @@ class ObjectReader {
       if (!known) {
         std::string list;
         for (auto allowed : keys) list += (list.empty() ? "" : ", ") + std::string(allowed);
-        diags_->push_back(src_.at_key(at_ / k, "unknown key \"" + k + "\" (expected one of: " + list + ")"));
+        diags_->push_back(
+            src_.at_key(at_ / k, "unknown key \"" + k + "\" (expected one of: " + list + ")"));
       }
     }
   }
@@ -67,7 +68,8 @@ class ObjectReader {
 
   std::optional<std::string> string(const std::string& k, bool required, bool allow_empty = false) {
     if (!has(k)) {
-      if (required && ok_) diags_->push_back(src_.at_value(at_, "missing required key \"" + k + "\""));
+      if (required && ok_)
+        diags_->push_back(src_.at_value(at_, "missing required key \"" + k + "\""));
       return std::nullopt;
     }
     const json& v = value(k);
@@ -93,8 +95,9 @@ class ObjectReader {
                     ? INT64_MAX
                     : v.get<int64_t>();
     if (x < min || x > max) {
-      diags_->push_back(src_.at_value(ptr(k), "\"" + k + "\" must be between " + std::to_string(min) +
-                                                  " and " + std::to_string(max)));
+      diags_->push_back(src_.at_value(
+          ptr(k),
+          "\"" + k + "\" must be between " + std::to_string(min) + " and " + std::to_string(max)));
       return std::nullopt;
     }
     return x;
@@ -174,9 +177,10 @@ void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Confi
     if (address) {
       auto ip = policy::IpAddress::parse(*address);
       if (!ip || address->find('%') != std::string::npos) {
-        diags->push_back(src.at_value(r.ptr("address"), "\"" + *address +
-                                                            "\" is not an IP address (use e.g. "
-                                                            "\"127.0.0.1\", \"::1\", \"0.0.0.0\")"));
+        diags->push_back(
+            src.at_value(r.ptr("address"), "\"" + *address +
+                                               "\" is not an IP address (use e.g. "
+                                               "\"127.0.0.1\", \"::1\", \"0.0.0.0\")"));
       }
       l.address = *address;
     }
@@ -184,26 +188,28 @@ void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Confi
     if (!r.has("methods")) {
       diags->push_back(src.at_value(at / i, "missing required key \"methods\""));
     } else if (methods) {
-      if (methods->empty()) diags->push_back(src.at_value(r.ptr("methods"), "\"methods\" must not be empty"));
+      if (methods->empty())
+        diags->push_back(src.at_value(r.ptr("methods"), "\"methods\" must not be empty"));
       std::set<std::string> seen;
       for (size_t m = 0; m < methods->size(); ++m) {
         const std::string& name_m = (*methods)[m];
         if (!auth::method_code(name_m)) {
-          diags->push_back(src.at_value(r.ptr("methods") / m, "unknown method \"" + name_m +
-                                                                  "\" (known: none, userpass)"));
+          diags->push_back(src.at_value(
+              r.ptr("methods") / m, "unknown method \"" + name_m + "\" (known: none, userpass)"));
         } else if (name_m == "userpass" && !have_userpass) {
           diags->push_back(src.at_value(r.ptr("methods") / m,
                                         "method \"userpass\" needs \"auth\": {\"userpass\": ...}"));
         }
         if (!seen.insert(name_m).second) {
-          diags->push_back(src.at_value(r.ptr("methods") / m, "method \"" + name_m + "\" listed twice"));
+          diags->push_back(
+              src.at_value(r.ptr("methods") / m, "method \"" + name_m + "\" listed twice"));
         }
       }
       l.methods = *methods;
     }
     if (address && port && *port != 0 && !endpoints.emplace(*address, *port).second) {
-      diags->push_back(src.at_value(r.ptr("port"), "another listener already uses " + *address + " port " +
-                                                       std::to_string(*port)));
+      diags->push_back(src.at_value(r.ptr("port"), "another listener already uses " + *address +
+                                                       " port " + std::to_string(*port)));
     }
     cfg->listeners.push_back(std::move(l));
   }
@@ -237,14 +243,17 @@ void read_userpass(const JsonSource& src, std::vector<Diagnostic>* diags, Config
     }
   }
   if (!file && !r.has("users")) {
-    diags->push_back(src.at_value(Ptr("/auth/userpass"), "userpass needs \"file\" (htpasswd-style) or \"users\""));
+    diags->push_back(src.at_value(Ptr("/auth/userpass"),
+                                  "userpass needs \"file\" (htpasswd-style) or \"users\""));
   }
   if (auto v = r.integer("cache_ttl_s", 0, 86400)) up.settings.cache_ttl = std::chrono::seconds(*v);
-  if (auto v = r.integer("failure_delay_ms", 0, 60000)) up.settings.failure_delay = std::chrono::milliseconds(*v);
+  if (auto v = r.integer("failure_delay_ms", 0, 60000))
+    up.settings.failure_delay = std::chrono::milliseconds(*v);
   if (r.has("throttle")) {
     ObjectReader t(src, r.ptr("throttle"), diags, {"max_failures", "window_s", "lockout_s"});
     if (t.ok()) {
-      if (auto v = t.integer("max_failures", 0, 1000000)) up.throttle.max_failures = static_cast<int>(*v);
+      if (auto v = t.integer("max_failures", 0, 1000000))
+        up.throttle.max_failures = static_cast<int>(*v);
       if (auto v = t.integer("window_s", 1, 86400)) up.throttle.window = std::chrono::seconds(*v);
       if (auto v = t.integer("lockout_s", 0, 86400)) up.throttle.lockout = std::chrono::seconds(*v);
     }
@@ -265,8 +274,10 @@ void read_rest(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cf
                     "drain_timeout_s", "comment"});
     auto& l = cfg->limits;
     if (auto v = r.integer("max_sessions", 1, 10000000)) l.max_sessions = static_cast<uint32_t>(*v);
-    if (auto v = r.integer("max_sessions_per_user", 0, 10000000)) l.max_sessions_per_user = static_cast<uint32_t>(*v);
-    if (auto v = r.integer("max_sessions_per_source", 0, 10000000)) l.max_sessions_per_source = static_cast<uint32_t>(*v);
+    if (auto v = r.integer("max_sessions_per_user", 0, 10000000))
+      l.max_sessions_per_user = static_cast<uint32_t>(*v);
+    if (auto v = r.integer("max_sessions_per_source", 0, 10000000))
+      l.max_sessions_per_source = static_cast<uint32_t>(*v);
     read_duration(r, "negotiation_timeout_ms", 100, 600000, &l.negotiation_timeout);
     read_duration(r, "connect_timeout_ms", 100, 600000, &l.connect_timeout);
     read_duration(r, "idle_timeout_s", 1, 30 * 86400, &l.idle_timeout);
@@ -277,7 +288,8 @@ void read_rest(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cf
     auto& t = cfg->threads;
     if (auto v = r.integer("io", 0, 256)) t.io = static_cast<uint32_t>(*v);
     if (auto v = r.integer("blocking", 0, 256)) t.blocking = static_cast<uint32_t>(*v);
-    if (auto v = r.integer("blocking_queue", 1, 1000000)) t.blocking_queue = static_cast<uint32_t>(*v);
+    if (auto v = r.integer("blocking_queue", 1, 1000000))
+      t.blocking_queue = static_cast<uint32_t>(*v);
     if (auto v = r.integer("resolver", 1, 256)) t.resolver = static_cast<uint32_t>(*v);
   }
 }
@@ -341,12 +353,14 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
   // The policy: a file of its own, or an object inline.
   std::optional<policy::Policy> pol;
   if (!top.has("policy")) {
-    diags.push_back(src->at_value(Ptr(), "missing required key \"policy\" ({\"file\": ...} or {\"inline\": {...}})"));
+    diags.push_back(src->at_value(
+        Ptr(), "missing required key \"policy\" ({\"file\": ...} or {\"inline\": {...}})"));
   } else {
     ObjectReader r(*src, Ptr("/policy"), &diags, {"file", "inline", "comment"});
     if (r.ok()) {
       if (r.has("file") == r.has("inline")) {
-        diags.push_back(src->at_value(Ptr("/policy"), "\"policy\" needs exactly one of \"file\" or \"inline\""));
+        diags.push_back(src->at_value(Ptr("/policy"),
+                                      "\"policy\" needs exactly one of \"file\" or \"inline\""));
       } else if (diags.empty()) {
         policy::LoadOptions opts;
         add_own_addresses(*cfg, &opts.own_addresses);
@@ -409,15 +423,19 @@ Snapshot default_snapshot(const std::string& demo_password,
                           std::shared_ptr<auth::userpass::LoginThrottle> throttle) {
   json doc = {
       {"listeners",
-       {{{"name", "loopback4"}, {"address", "127.0.0.1"}, {"port", 1080}, {"methods", {"userpass"}}},
+       {{{"name", "loopback4"},
+         {"address", "127.0.0.1"},
+         {"port", 1080},
+         {"methods", {"userpass"}}},
         {{"name", "loopback6"}, {"address", "::1"}, {"port", 1080}, {"methods", {"userpass"}}}}},
-      {"auth",
-       {{"userpass", {{"users", {{"demo", crypto::hash_password(demo_password)}}}}}}},
+      {"auth", {{"userpass", {{"users", {{"demo", crypto::hash_password(demo_password)}}}}}}},
       {"audit", {{"stdout", true}}},
       {"policy",
        {{"inline",
          {{"client_rules",
-           {{{"id", "loopback-clients"}, {"action", "pass"}, {"from", {"127.0.0.0/8", "::1/128"}}}}},
+           {{{"id", "loopback-clients"},
+             {"action", "pass"},
+             {"from", {"127.0.0.0/8", "::1/128"}}}}},
           {"rules",
            {{{"id", "demo-loopback"},
              {"action", "pass"},
@@ -425,7 +443,10 @@ Snapshot default_snapshot(const std::string& demo_password,
              {"commands", {"connect"}},
              {"to", {"127.0.0.0/8", "::1/128"}},
              {"ports", {"1024-65535"}}},
-            {{"id", "demo-public"}, {"action", "pass"}, {"users", {"demo"}}, {"commands", {"connect"}}},
+            {{"id", "demo-public"},
+             {"action", "pass"},
+             {"users", {"demo"}},
+             {"commands", {"connect"}}},
             {{"id", "deny-rest"}, {"action", "block"}}}}}}}},
   };
   return load_snapshot_text("<embedded>", doc.dump(2), std::move(throttle));

@@ -20,8 +20,8 @@ namespace socksgate::gateway {
 
 struct ListenerConfig {
   std::string name;
-  std::string address;  // IP literal ("127.0.0.1", "::1", "0.0.0.0", "::")
-  uint16_t port = 1080;  // 0 = any free port (tests)
+  std::string address;               // IP literal ("127.0.0.1", "::1", "0.0.0.0", "::")
+  uint16_t port = 1080;              // 0 = any free port (tests)
   std::vector<std::string> methods;  // ordered by preference
 };
 

@@ -19,12 +19,20 @@ std::string cat(const Args&... args) {
   return os.str();
 }
 template <typename... Args>
-void info(const Args&... args) { write(Level::kInfo, cat(args...)); }
+void info(const Args&... args) {
+  write(Level::kInfo, cat(args...));
+}
 template <typename... Args>
-void warn(const Args&... args) { write(Level::kWarn, cat(args...)); }
+void warn(const Args&... args) {
+  write(Level::kWarn, cat(args...));
+}
 template <typename... Args>
-void error(const Args&... args) { write(Level::kError, cat(args...)); }
+void error(const Args&... args) {
+  write(Level::kError, cat(args...));
+}
 template <typename... Args>
-void debug(const Args&... args) { write(Level::kDebug, cat(args...)); }
+void debug(const Args&... args) {
+  write(Level::kDebug, cat(args...));
+}
 
 }  // namespace socksgate::gateway::log

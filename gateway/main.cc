@@ -166,8 +166,10 @@ int cmd_run(const Args& args) {
   auto throttle = std::make_shared<socksgate::auth::userpass::LoginThrottle>();
   if (auto lvl = args.get("log-level")) {
     static const std::map<std::string, sg::log::Level> kLevels = {
-        {"debug", sg::log::Level::kDebug}, {"info", sg::log::Level::kInfo},
-        {"warn", sg::log::Level::kWarn}, {"error", sg::log::Level::kError}};
+        {"debug", sg::log::Level::kDebug},
+        {"info", sg::log::Level::kInfo},
+        {"warn", sg::log::Level::kWarn},
+        {"error", sg::log::Level::kError}};
     auto it = kLevels.find(*lvl);
     if (it == kLevels.end()) throw UsageError("--log-level must be debug, info, warn or error");
     sg::log::set_min_level(it->second);
@@ -230,7 +232,8 @@ int cmd_explain(const Args& args) {
   size_t colon = to.rfind(':');
   if (colon == std::string::npos || colon == 0) throw UsageError("--to must be HOST:PORT");
   std::string host = to.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   int port = 0;
   try {
     size_t used = 0;
@@ -292,9 +295,10 @@ int cmd_explain(const Args& args) {
     }
     for (addrinfo* p = res; p; p = p->ai_next) {
       char buf[INET6_ADDRSTRLEN];
-      const void* a = p->ai_family == AF_INET
-                          ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(p->ai_addr)->sin_addr)
-                          : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(p->ai_addr)->sin6_addr);
+      const void* a =
+          p->ai_family == AF_INET
+              ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(p->ai_addr)->sin_addr)
+              : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(p->ai_addr)->sin6_addr);
       inet_ntop(p->ai_family, a, buf, sizeof buf);
       if (auto ip = policy::IpAddress::parse(buf)) {
         if (std::find(addrs.begin(), addrs.end(), *ip) == addrs.end()) addrs.push_back(*ip);

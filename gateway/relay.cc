@@ -4,15 +4,14 @@
 #include <unistd.h>
 
 #include <array>
-#include <memory>
-#include <vector>
-
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
+#include <memory>
+#include <vector>
 
 namespace socksgate::gateway {
 namespace {
@@ -119,8 +118,8 @@ asio::awaitable<PumpEnd> splice_pump(asio::ip::tcp::socket& from, asio::ip::tcp:
       }
       // Drain it completely before reading more or giving it back.
       while (in_pipe > 0) {
-        ssize_t m = ::splice(pipe.rd, nullptr, out_fd, nullptr, in_pipe,
-                             SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        ssize_t m =
+            ::splice(pipe.rd, nullptr, out_fd, nullptr, in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
         if (m > 0) {
           in_pipe -= static_cast<size_t>(m);
           *counter += static_cast<uint64_t>(m);
@@ -171,8 +170,8 @@ asio::awaitable<PumpEnd> copy_pump_from_channel(crypto::Channel& from, asio::ip:
     if (wec) {
       if (wec == asio::error::operation_aborted) co_return PumpEnd::kAborted;
       co_return (wec == asio::error::connection_reset || wec == asio::error::broken_pipe)
-                    ? PumpEnd::kWriteReset
-                    : PumpEnd::kError;
+          ? PumpEnd::kWriteReset
+          : PumpEnd::kError;
     }
   }
 }
@@ -292,7 +291,8 @@ asio::awaitable<RelayResult> run_relay(crypto::Channel& client, asio::ip::tcp::s
   RelayState st;
   // Bytes the client sent ahead of our reply go first, exactly once.
   if (auto pending = client.pending(); !pending.empty()) {
-    auto [ec, n] = co_await asio::async_write(upstream, asio::buffer(pending.data(), pending.size()), kUse);
+    auto [ec, n] =
+        co_await asio::async_write(upstream, asio::buffer(pending.data(), pending.size()), kUse);
     result.bytes_up += n;
     client.drop_pending();
     if (ec) {

@@ -12,11 +12,10 @@
 //
 // Runs on the session's executor; the two pumps are joined with &&, the idle watchdog with ||.
 
-#include <chrono>
-#include <cstdint>
-
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
+#include <chrono>
+#include <cstdint>
 
 #include "crypto/channel.h"
 #include "gateway/close_reason.h"

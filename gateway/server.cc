@@ -2,12 +2,6 @@
 
 #include <unistd.h>
 
-#include <csignal>
-#include <cstdio>
-#include <fstream>
-#include <map>
-#include <thread>
-
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/executor_work_guard.hpp>
@@ -18,6 +12,11 @@
 #include <asio/signal_set.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <thread>
 
 #include "gateway/log.h"
 #include "gateway/server_state.h"

@@ -16,8 +16,7 @@ namespace socksgate::gateway {
 
 struct ServerState {
   ServerState(size_t blocking_threads, size_t blocking_queue, size_t resolver_threads)
-      : blocking(blocking_threads, blocking_queue),
-        resolver(resolver_threads, blocking_queue) {}
+      : blocking(blocking_threads, blocking_queue), resolver(resolver_threads, blocking_queue) {}
 
   // Swapped as a whole on reload; a session keeps the snapshot it started with.
   std::atomic<std::shared_ptr<const Snapshot>> snapshot;

@@ -1,16 +1,15 @@
 #include "gateway/session.h"
 
 #include <algorithm>
-#include <chrono>
-#include <functional>
-#include <cstdio>
-#include <optional>
-#include <string>
-
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/post.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <optional>
+#include <string>
 
 #include "auth/registry.h"
 #include "crypto/channel.h"
@@ -205,12 +204,14 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
     co_await channel_.write_all(socks5::encode_method_selection(auth::kMethodNoAcceptable));
     co_return CloseReason::kNoAcceptableMethod;
   }
-  if (ec) co_return ec == asio::error::eof ? CloseReason::kClientClosed : CloseReason::kProtocolError;
+  if (ec)
+    co_return ec == asio::error::eof ? CloseReason::kClientClosed : CloseReason::kProtocolError;
 
   std::unique_ptr<auth::Authenticator> method;
   for (const auto& name : listener_->methods) {
     auto code = auth::method_code(name);
-    if (code && std::find(greeting.methods.begin(), greeting.methods.end(), *code) != greeting.methods.end()) {
+    if (code && std::find(greeting.methods.begin(), greeting.methods.end(), *code) !=
+                    greeting.methods.end()) {
       method = auth::make_authenticator(name, snap_->backends);
       if (method) break;
     }
@@ -223,7 +224,8 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
     co_return CloseReason::kNoAcceptableMethod;
   }
   rec_.method = std::string(method->name());
-  if (ec = co_await channel_.write_all(socks5::encode_method_selection(method->method_code())); ec) {
+  if (ec = co_await channel_.write_all(socks5::encode_method_selection(method->method_code()));
+      ec) {
     co_return CloseReason::kClientReset;
   }
 
@@ -233,7 +235,8 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
                          &state_.blocking};
   auth::AuthOutcome outcome;
   ec = co_await method->authenticate(channel_, actx, &outcome);
-  if (ec) co_return ec == asio::error::eof ? CloseReason::kClientClosed : CloseReason::kProtocolError;
+  if (ec)
+    co_return ec == asio::error::eof ? CloseReason::kClientClosed : CloseReason::kProtocolError;
   if (!outcome.ok) {
     json j = base_record("auth_failure", rec_);
     j["user"] = escape_untrusted(outcome.claimed_user);
@@ -264,7 +267,8 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
     co_await send_reply(socks5::Reply::kGeneralFailure);
     co_return CloseReason::kProtocolError;
   }
-  if (ec) co_return ec == asio::error::eof ? CloseReason::kClientClosed : CloseReason::kProtocolError;
+  if (ec)
+    co_return ec == asio::error::eof ? CloseReason::kClientClosed : CloseReason::kProtocolError;
   rec_.requested = request_.dst;
   rec_.port = request_.port;
   auto cmd = to_policy_command(request_.command);
@@ -296,9 +300,9 @@ asio::awaitable<void> Session::run() {
   policy::IpAddress client_ip = to_policy_address(rec_.client.address());
 
   // Session caps that do not need to know the user.
-  auto admit = state_.sessions.admit(numeric_id_, rec_.client.address().to_string(),
-                                     cfg.limits.max_sessions, cfg.limits.max_sessions_per_source,
-                                     closer_);
+  auto admit =
+      state_.sessions.admit(numeric_id_, rec_.client.address().to_string(), cfg.limits.max_sessions,
+                            cfg.limits.max_sessions_per_source, closer_);
   if (admit != SessionRegistry::Admit::kOk) {
     json j = base_record("denied", rec_);
     j["stage"] = "limit";
@@ -339,9 +343,9 @@ asio::awaitable<void> Session::run() {
   req.listener = rec_.listener;
   req.client = client_ip;
   req.command = policy::Command::kConnect;
-  ConnectOutcome oc = co_await connect_upstream(request_.dst, request_.port, std::move(req),
-                                                *snap_->policy, state_.resolver,
-                                                cfg.limits.connect_timeout, &upstream_);
+  ConnectOutcome oc =
+      co_await connect_upstream(request_.dst, request_.port, std::move(req), *snap_->policy,
+                                state_.resolver, cfg.limits.connect_timeout, &upstream_);
   rec_.rule_id = oc.decision.rule_id;
   rec_.decision = oc.decision.allowed() ? "pass" : "block";
   if (oc.remote) rec_.remote = oc.remote;
@@ -357,7 +361,8 @@ asio::awaitable<void> Session::run() {
   co_await send_reply(socks5::Reply::kSucceeded);
 
   rec_.phase = SessionPhase::kRelay;
-  RelayResult rr = co_await run_relay(channel_, upstream_, RelayOptions{cfg.limits.idle_timeout, true});
+  RelayResult rr =
+      co_await run_relay(channel_, upstream_, RelayOptions{cfg.limits.idle_timeout, true});
   rec_.bytes_up = rr.bytes_up;
   rec_.bytes_down = rr.bytes_down;
   finish(rr.reason);
@@ -375,7 +380,8 @@ void Session::finish(CloseReason reason) {
   json j = base_record("session_end", rec_);
   j["start"] = rec_.start_time;
   j["phase"] = phase_name(at);
-  if (rec_.bound) j["bound"] = rec_.bound->address().to_string() + ":" + std::to_string(rec_.bound->port());
+  if (rec_.bound)
+    j["bound"] = rec_.bound->address().to_string() + ":" + std::to_string(rec_.bound->port());
   j["bytes_up"] = rec_.bytes_up;
   j["bytes_down"] = rec_.bytes_down;
   j["duration_ms"] =
@@ -393,8 +399,7 @@ std::string format_session_id(uint64_t id) {
 }
 
 asio::awaitable<void> run_session(ServerState& state, std::shared_ptr<const Snapshot> snapshot,
-                                  std::string listener, asio::ip::tcp::socket socket,
-                                  uint64_t id) {
+                                  std::string listener, asio::ip::tcp::socket socket, uint64_t id) {
   auto ex = socket.get_executor();
   Session s(state, std::move(snapshot), std::move(listener), std::move(socket), id);
   auto control = std::make_shared<SessionControl>();

@@ -7,11 +7,10 @@
 // The session runs on one I/O thread (its socket's executor) and needs no locks. Every phase
 // has a deadline; every ending maps to one CloseReason (reply code, audit reason, counter).
 
-#include <cstdint>
-#include <memory>
-
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
+#include <cstdint>
+#include <memory>
 
 #include "gateway/server_state.h"
 

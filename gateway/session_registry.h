@@ -18,8 +18,8 @@ class SessionRegistry {
 
   // Registers session `id` from `source`; `closer` must be safe to call from any thread
   // (it posts to the session's executor). 0 = no limit.
-  Admit admit(uint64_t id, const std::string& source, uint32_t max_total,
-              uint32_t max_per_source, std::function<void()> closer);
+  Admit admit(uint64_t id, const std::string& source, uint32_t max_total, uint32_t max_per_source,
+              std::function<void()> closer);
   // Counts the session against `user`; false (and nothing counted) when the cap is reached.
   bool admit_user(uint64_t id, const std::string& user, uint32_t max_per_user);
   void remove(uint64_t id);
@@ -37,7 +37,7 @@ class SessionRegistry {
     std::function<void()> closer;
   };
   mutable std::mutex mu_;
-  std::unordered_map<uint64_t, Entry> sessions_;         // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, Entry> sessions_;          // GUARDED_BY(mu_)
   std::unordered_map<std::string, uint32_t> per_source_;  // GUARDED_BY(mu_)
   std::unordered_map<std::string, uint32_t> per_user_;    // GUARDED_BY(mu_)
 };

@@ -5,15 +5,14 @@
 // split over many reads or merged with the next one parses exactly as if it came in one read.
 
 #include <array>
+#include <asio/ip/address.hpp>
+#include <asio/ip/tcp.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
 #include <system_error>
 #include <vector>
-
-#include <asio/ip/address.hpp>
-#include <asio/ip/tcp.hpp>
 
 namespace socksgate::gateway::socks5 {
 
@@ -38,12 +37,12 @@ enum class Reply : uint8_t {
 };
 
 enum class Errc {
-  kBadVersion = 1,          // first byte is not 05
-  kNoMethods,               // NMETHODS == 0
-  kUnknownCommand,          // CMD not 01/02/03      -> REP 07
-  kUnknownAddressType,      // ATYP not 01/03/04     -> REP 08
-  kEmptyDomain,             // domain of length 0    -> REP 01
-  kBadDomain,               // domain with a NUL byte -> REP 01
+  kBadVersion = 1,      // first byte is not 05
+  kNoMethods,           // NMETHODS == 0
+  kUnknownCommand,      // CMD not 01/02/03      -> REP 07
+  kUnknownAddressType,  // ATYP not 01/03/04     -> REP 08
+  kEmptyDomain,         // domain of length 0    -> REP 01
+  kBadDomain,           // domain with a NUL byte -> REP 01
 };
 const std::error_category& category();
 inline std::error_code make_error_code(Errc e) { return {static_cast<int>(e), category()}; }
@@ -62,8 +61,8 @@ struct Greeting {
 // A destination as the client sent it.
 struct Address {
   AddressType type = AddressType::kIpv4;
-  asio::ip::address ip;  // for kIpv4 / kIpv6
-  std::string domain;    // for kDomain: 1..255 bytes, no NUL (not otherwise validated)
+  asio::ip::address ip;           // for kIpv4 / kIpv6
+  std::string domain;             // for kDomain: 1..255 bytes, no NUL (not otherwise validated)
   std::string to_string() const;  // "192.0.2.1", "[2001:db8::1]", "example.com"
 };
 

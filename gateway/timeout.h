@@ -2,17 +2,16 @@
 // with_timeout: runs an awaitable against a deadline (Asio 1.22 has no cancel_after). When the
 // timer wins, the operation is cancelled through its cancellation slot and nullopt comes back.
 
-#include <chrono>
-#include <optional>
-#include <type_traits>
-#include <variant>
-
 #include <asio/awaitable.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+#include <chrono>
+#include <optional>
+#include <type_traits>
+#include <variant>
 
 namespace socksgate::gateway {
 

@@ -3,11 +3,10 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
-#include <cstring>
-
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+#include <cstring>
 
 #include "gateway/timeout.h"
 

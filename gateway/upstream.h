@@ -4,14 +4,13 @@
 // address is decided by policy before it is connected to (no DNS-rebinding bypass), and the
 // allowed addresses are tried in turn, each with the connect timeout.
 
+#include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
 #include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <asio/awaitable.hpp>
-#include <asio/ip/tcp.hpp>
 
 #include "crypto/blocking_pool.h"
 #include "gateway/close_reason.h"

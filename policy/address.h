@@ -33,11 +33,16 @@ class IpAddress {
   // 0.0.0.0/8, and private ranges (RFC 1918, RFC 6598 CGNAT, fc00::/7): reachable only when
   // a rule names them (see policy.h).
   bool is_protected() const;
+  // Which protected range the address is in, for decision reasons and audit: "loopback",
+  // "link-local", "multicast", "unspecified", "broadcast" or "private"; empty when
+  // is_protected() is false.
+  std::string_view protected_range() const;
 
   friend bool operator==(const IpAddress&, const IpAddress&) = default;
   friend auto operator<=>(const IpAddress&, const IpAddress&) = default;
 
  private:
+  friend class Cidr;  // builds IPv6 block bases that must not be canonicalised
   bool v4_ = true;
   std::array<uint8_t, 16> bytes_{};
 };
@@ -50,6 +55,9 @@ class Cidr {
   // (::ffff:10.0.0.0/104) becomes its IPv4 equivalent. nullopt on malformed text or a prefix
   // out of range.
   static std::optional<Cidr> parse(std::string_view text);
+  // As parse(), and sets *host_bits_set when the text had bits set beyond the prefix
+  // ("10.1.0.0/8"), which the policy loader reports as a likely typo.
+  static std::optional<Cidr> parse(std::string_view text, bool* host_bits_set);
 
   bool contains(const IpAddress& a) const;
   int prefix_len() const { return prefix_len_; }

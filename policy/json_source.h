@@ -7,13 +7,12 @@
 
 #include <cstddef>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace socksgate::policy {
 
@@ -44,6 +43,9 @@ class JsonSource {
  public:
   // Parses `text`. On a syntax error, returns nullopt and appends one Diagnostic (with the
   // position of the error) to *diags. Nesting deeper than `max_depth` is a syntax error too.
+  // A key repeated in one object is an error as well (nlohmann would keep the last one): each
+  // repeat gets a Diagnostic, parsing goes on to find the others, and the result is nullopt.
+  // `diags` may be null. Invalid UTF-8 is a syntax error.
   static std::optional<JsonSource> parse(std::string file, std::string_view text,
                                          std::vector<Diagnostic>* diags, int max_depth = 64);
 

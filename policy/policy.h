@@ -19,7 +19,8 @@
 //   load time) are reachable only through a rule that names them explicitly: by a CIDR with a
 //   prefix length > 0 containing the address, or by an exact (wildcard-free) host name. A rule
 //   with "allow_protected": true lets its host globs reach them too. A rule that would match but
-//   for this is skipped, and evaluation continues with the next rule.
+//   for this is skipped, and evaluation continues with the next rule. Protection only limits
+//   pass rules: a block rule that matches a protected address blocks it.
 // - A domain-name request is decided once per resolved address (DecisionRequest::address);
 //   the gateway connects only to addresses that pass.
 
@@ -36,7 +37,7 @@
 namespace socksgate::policy {
 
 enum class Command : uint8_t { kConnect, kBind, kUdpAssociate };
-std::string_view to_string(Command c);                  // "connect", "bind", "udp"
+std::string_view to_string(Command c);  // "connect", "bind", "udp"
 std::optional<Command> command_from_string(std::string_view s);
 
 enum class Action : uint8_t { kPass, kBlock };
@@ -55,8 +56,8 @@ struct DecisionRequest {
   std::string listener;
   IpAddress client;
   Command command = Command::kConnect;
-  std::string host;                 // requested name; empty when the client sent an address
-  std::optional<IpAddress> address; // the (resolved) address; nullopt = name-only pre-check
+  std::string host;                  // requested name; empty when the client sent an address
+  std::optional<IpAddress> address;  // the (resolved) address; nullopt = name-only pre-check
   uint16_t port = 0;
 };
 
@@ -68,8 +69,10 @@ struct RuleOrigin {
 
 struct Decision {
   Action action = Action::kBlock;
-  std::string rule_id;   // "default-deny" when no rule matched
-  RuleOrigin origin;     // empty file for the implicit default
+  // "default-deny" when no rule matched; "no-client-rules" from decide_client() when the policy
+  // has no client rules. Both ids are reserved: policy rules cannot use them.
+  std::string rule_id;
+  RuleOrigin origin;  // empty file for the implicit default
   // Human-readable reason, e.g. "rule alice-web matched" or
   // "127.0.0.1 is protected (loopback) and no rule names it".
   std::string reason;
@@ -84,7 +87,7 @@ struct TraceStep {
   std::string detail;  // "users: bob not in [alice]", "matched", ...
 };
 
-struct Rule;        // defined in policy/rule.h (compiled form)
+struct Rule;  // defined in policy/rule.h (compiled form)
 struct ClientRule;
 
 class Policy {
@@ -100,6 +103,10 @@ class Policy {
   // User rules. With address == nullopt (a name-only pre-check) a rule whose destination
   // selectors could match some address of that name counts as matching; the gateway uses the
   // pre-check only to fail fast before resolving.
+  // Precisely: in a pre-check a pass rule counts if it could match some address, a block rule
+  // only if it matches whatever the name resolves to (no "to", or a host pattern matches), so a
+  // pre-check block means every address would be blocked. Protection is not checked (there is
+  // no address yet); each resolved address must still be decided on its own.
   Decision decide(const DecisionRequest& r, std::vector<TraceStep>* trace = nullptr) const;
 
   // Groups the policy defines for `user` (from "groups").
@@ -118,6 +125,9 @@ class Policy {
 struct LoadOptions {
   // The gateway's own listener addresses: protected like loopback.
   std::vector<IpAddress> own_addresses;
+  // The gateway's listener names. When non-empty, a "listeners" entry naming none of them is
+  // an error (a typo there would silently make a rule match nothing).
+  std::vector<std::string> known_listeners;
 };
 
 // Loads a policy document (the top-level object: "groups", "client_rules", "rules").

@@ -17,7 +17,8 @@ crypto::Sha256Digest CredentialCache::key_of(std::string_view user, std::string_
   msg.append(user).push_back('\0');
   msg.append(password).push_back('\0');
   msg.append(hash);
-  auto d = crypto::hmac_sha256(hmac_key_, {reinterpret_cast<const uint8_t*>(msg.data()), msg.size()});
+  auto d =
+      crypto::hmac_sha256(hmac_key_, {reinterpret_cast<const uint8_t*>(msg.data()), msg.size()});
   crypto::secure_zero(msg.data(), msg.size());
   return d;
 }

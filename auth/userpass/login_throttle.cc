@@ -16,8 +16,7 @@ void LoginThrottle::configure(ThrottleSettings s) {
   s_ = s;
 }
 
-bool LoginThrottle::allowed(std::string_view user, std::string_view source,
-                            Clock::time_point now) {
+bool LoginThrottle::allowed(std::string_view user, std::string_view source, Clock::time_point now) {
   std::lock_guard lock(mu_);
   auto it = table_.find(key(user, source));
   if (it == table_.end()) return true;
@@ -37,9 +36,10 @@ void LoginThrottle::record_failure(std::string_view user, std::string_view sourc
         return e.second.locked_until <= now && e.second.window_start + s_.window <= now;
       });
       if (table_.size() >= s_.max_entries) {
-        auto oldest = std::min_element(table_.begin(), table_.end(), [](const auto& a, const auto& b) {
-          return a.second.window_start < b.second.window_start;
-        });
+        auto oldest =
+            std::min_element(table_.begin(), table_.end(), [](const auto& a, const auto& b) {
+              return a.second.window_start < b.second.window_start;
+            });
         if (oldest != table_.end()) table_.erase(oldest);
       }
     }

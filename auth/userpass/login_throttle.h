@@ -28,7 +28,8 @@ class LoginThrottle {
 
   void configure(ThrottleSettings s);
   // True when this (user, source) may try a password now.
-  bool allowed(std::string_view user, std::string_view source, Clock::time_point now = Clock::now());
+  bool allowed(std::string_view user, std::string_view source,
+               Clock::time_point now = Clock::now());
   void record_failure(std::string_view user, std::string_view source,
                       Clock::time_point now = Clock::now());
   void record_success(std::string_view user, std::string_view source);

@@ -17,7 +17,9 @@ inline constexpr size_t kMaxRequestSize = 1 + 1 + 255 + 1 + 255;
 
 enum class Rfc1929Errc { kBadVersion = 1 };
 const std::error_category& rfc1929_category();
-inline std::error_code make_error_code(Rfc1929Errc e) { return {static_cast<int>(e), rfc1929_category()}; }
+inline std::error_code make_error_code(Rfc1929Errc e) {
+  return {static_cast<int>(e), rfc1929_category()};
+}
 
 }  // namespace socksgate::auth::userpass
 

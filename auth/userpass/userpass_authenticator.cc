@@ -1,9 +1,9 @@
 #include "auth/userpass/userpass_authenticator.h"
 
+#include <asio/experimental/as_tuple.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
-#include <asio/experimental/as_tuple.hpp>
 
 #include "auth/userpass/rfc1929.h"
 #include "crypto/password_hash.h"
@@ -35,7 +35,9 @@ asio::awaitable<std::error_code> UserPassAuthenticator::authenticate(crypto::Cha
                                                                      AuthOutcome* outcome) {
   Request req;
   std::error_code ec = co_await channel.read_message(
-      [&](std::span<const uint8_t> in, size_t* consumed) { return parse_request(in, &req, consumed); },
+      [&](std::span<const uint8_t> in, size_t* consumed) {
+        return parse_request(in, &req, consumed);
+      },
       kMaxRequestSize);
   if (ec) co_return ec;
 

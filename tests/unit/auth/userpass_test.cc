@@ -1,16 +1,15 @@
 #include <gtest/gtest.h>
 
-#include <chrono>
-#include <string>
-#include <thread>
-#include <vector>
-
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/read.hpp>
 #include <asio/write.hpp>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "auth/registry.h"
 #include "auth/userpass/credential_cache.h"
@@ -200,7 +199,7 @@ Exchange run_exchange(std::shared_ptr<const UserPassBackend> backend, Bytes wire
 }
 
 std::shared_ptr<const UserPassBackend> backend_with(const std::string& user, const std::string& pw,
-                                                     std::chrono::milliseconds delay) {
+                                                    std::chrono::milliseconds delay) {
   auto pf = PasswordFile::parse("t", user + ":" + crypto::hash_password(pw) + "\n");
   UserPassSettings s;
   s.failure_delay = delay;

@@ -44,9 +44,9 @@ TEST(PasswordHash, OwnHashIsYescryptAndVerifies) {
 
 TEST(PasswordHash, WeakAndMalformedHashesAreRefused) {
   EXPECT_NE(check_hash_format(""), "");
-  EXPECT_NE(check_hash_format("$1$abc$def"), "");           // MD5-crypt
-  EXPECT_NE(check_hash_format("$apr1$abc$def"), "");        // Apache MD5
-  EXPECT_NE(check_hash_format("abJnggxhB/yWI"), "");        // DES
+  EXPECT_NE(check_hash_format("$1$abc$def"), "");     // MD5-crypt
+  EXPECT_NE(check_hash_format("$apr1$abc$def"), "");  // Apache MD5
+  EXPECT_NE(check_hash_format("abJnggxhB/yWI"), "");  // DES
   EXPECT_NE(check_hash_format("plaintext"), "");
   EXPECT_NE(check_hash_format("$y$ has space"), "");
   EXPECT_NE(check_hash_format("$9$unknown"), "");

@@ -20,9 +20,9 @@ TEST(EscapeUntrusted, ValidUtf8PassesBackslashDoubles) {
 
 TEST(EscapeUntrusted, InvalidBytesBecomeHex) {
   EXPECT_EQ(escape_untrusted("\xff"), "\\xff");
-  EXPECT_EQ(escape_untrusted("a\xC3"), "a\\xc3");              // truncated sequence
-  EXPECT_EQ(escape_untrusted("\xC0\xAF"), "\\xc0\\xaf");       // overlong '/'
-  EXPECT_EQ(escape_untrusted("\xED\xA0\x80"), "\\xed\\xa0\\x80");  // surrogate
+  EXPECT_EQ(escape_untrusted("a\xC3"), "a\\xc3");                           // truncated sequence
+  EXPECT_EQ(escape_untrusted("\xC0\xAF"), "\\xc0\\xaf");                    // overlong '/'
+  EXPECT_EQ(escape_untrusted("\xED\xA0\x80"), "\\xed\\xa0\\x80");           // surrogate
   EXPECT_EQ(escape_untrusted("\xF4\x90\x80\x80"), "\\xf4\\x90\\x80\\x80");  // > U+10FFFF
 }
 

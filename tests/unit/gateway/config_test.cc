@@ -44,8 +44,10 @@ TEST(Config, LoadsAGoodFile) {
 }
 
 TEST(Config, UnknownKeysAreErrorsWithPosition) {
-  auto e = errors_of("{\n  \"listeners\": [ { \"name\": \"m\", \"address\": \"127.0.0.1\", \"methods\": [\"none\"], \"prot\": 1 } ],\n"
-                     "  \"policy\": { \"inline\": {} },\n  \"bogus\": true\n}");
+  auto e = errors_of(
+      "{\n  \"listeners\": [ { \"name\": \"m\", \"address\": \"127.0.0.1\", \"methods\": "
+      "[\"none\"], \"prot\": 1 } ],\n"
+      "  \"policy\": { \"inline\": {} },\n  \"bogus\": true\n}");
   ASSERT_EQ(e.size(), 2u);
   // Sorted by position, whatever order the checks ran in.
   EXPECT_EQ(e[0].rfind("cfg.json:2:78: unknown key \"prot\"", 0), 0u) << e[0];
@@ -60,7 +62,8 @@ TEST(Config, EveryProblemIsReported) {
 })");
   std::string all;
   for (const auto& s : e) all += s + "\n";
-  EXPECT_NE(all.find("cfg.json:2:44: \"localhost\" is not an IP address"), std::string::npos) << all;
+  EXPECT_NE(all.find("cfg.json:2:44: \"localhost\" is not an IP address"), std::string::npos)
+      << all;
   EXPECT_NE(all.find("\"port\" must be between 0 and 65535"), std::string::npos) << all;
   EXPECT_NE(all.find("method \"userpass\" needs \"auth\""), std::string::npos) << all;
   EXPECT_NE(all.find("unknown method \"krb\""), std::string::npos) << all;
@@ -83,13 +86,15 @@ TEST(Config, SyntaxErrorAndMissingPolicy) {
   auto e = errors_of("{ \"listeners\": [ }");
   ASSERT_EQ(e.size(), 1u);
   EXPECT_EQ(e[0].rfind("cfg.json:1:", 0), 0u);
-  e = errors_of(R"({ "listeners": [ { "name": "a", "address": "127.0.0.1", "methods": ["none"] } ] })");
+  e = errors_of(
+      R"({ "listeners": [ { "name": "a", "address": "127.0.0.1", "methods": ["none"] } ] })");
   ASSERT_EQ(e.size(), 1u);
   EXPECT_NE(e[0].find("missing required key \"policy\""), std::string::npos);
 }
 
 TEST(Config, MissingPolicyFileIsAnErrorAtTheKey) {
-  auto e = errors_of(R"({ "listeners": [ { "name": "a", "address": "127.0.0.1", "methods": ["none"] } ],
+  auto e =
+      errors_of(R"({ "listeners": [ { "name": "a", "address": "127.0.0.1", "methods": ["none"] } ],
   "policy": { "file": "/nonexistent/policy.json" } })");
   ASSERT_EQ(e.size(), 1u);
   EXPECT_NE(e[0].find("/nonexistent/policy.json: cannot open"), std::string::npos) << e[0];

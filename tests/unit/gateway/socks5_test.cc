@@ -67,7 +67,8 @@ TEST(Request, Ipv4) {
 }
 
 TEST(Request, Ipv6) {
-  Bytes b{0x05, 0x01, 0x00, 0x04, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0x01, 0xBB};
+  Bytes b{0x05, 0x01, 0x00, 0x04, 0x20, 0x01, 0x0d, 0xb8, 0, 0,    0,
+          0,    0,    0,    0,    0,    0,    0,    0,    1, 0x01, 0xBB};
   Request r;
   size_t c = 0;
   ASSERT_FALSE(parse_request(b, &r, &c));
@@ -90,7 +91,8 @@ TEST(Request, DomainBoundaries) {
   Request r;
   size_t c = 0;
   EXPECT_EQ(parse_request(domain_request(0x01, "", 80), &r, &c), Errc::kEmptyDomain);
-  EXPECT_EQ(parse_request(domain_request(0x01, std::string("a\0b", 3), 80), &r, &c), Errc::kBadDomain);
+  EXPECT_EQ(parse_request(domain_request(0x01, std::string("a\0b", 3), 80), &r, &c),
+            Errc::kBadDomain);
 }
 
 TEST(Request, TruncationAtEveryOffsetNeedsMoreForEveryAddressType) {

@@ -37,17 +37,17 @@ std::vector<std::string> parse_fail(std::string_view text, int max_depth = 64) {
 
 TEST(JsonSourceTest, PositionsOfKeysAndValuesAcrossLinesAndComments) {
   const std::string text =
-      "// policy for the lab\n"              // 1
-      "{\n"                                  // 2
-      "  /* groups\n"                        // 3
-      "     span lines */ \"groups\": {\n"   // 4
-      "    \"eng\": [\"alice\", \"bob\"]\n"  // 5
-      "  },\n"                               // 6
-      "  \"rules\": [\n"                     // 7
-      "    { \"id\": \"r\\\"1\", // trailing\n"  // 8
-      "      \"ports\": [443, -1.5e3, 8080],\n"  // 9
+      "// policy for the lab\n"                               // 1
+      "{\n"                                                   // 2
+      "  /* groups\n"                                         // 3
+      "     span lines */ \"groups\": {\n"                    // 4
+      "    \"eng\": [\"alice\", \"bob\"]\n"                   // 5
+      "  },\n"                                                // 6
+      "  \"rules\": [\n"                                      // 7
+      "    { \"id\": \"r\\\"1\", // trailing\n"               // 8
+      "      \"ports\": [443, -1.5e3, 8080],\n"               // 9
       "      \"ok\": true, \"no\": false, \"nil\": null }\n"  // 10
-      "  ]\n"                                // 11
+      "  ]\n"                                                 // 11
       "}\n";
   JsonSource src = parse_ok(text);
   EXPECT_EQ(src.file(), "t.json");
@@ -136,8 +136,7 @@ TEST(JsonSourceTest, InvalidUtf8IsASyntaxErrorNotACrash) {
   EXPECT_THAT(parse_fail("{\"a\": \"\xff\"}"),
               ::testing::ElementsAre("1:8: syntax error while parsing value - invalid string: "
                                      "ill-formed UTF-8 byte; last read: '\"\\xff'"));
-  EXPECT_THAT(parse_fail("{\"\xc3\": 1}"),
-              ::testing::ElementsAre(HasSubstr("ill-formed UTF-8")));
+  EXPECT_THAT(parse_fail("{\"\xc3\": 1}"), ::testing::ElementsAre(HasSubstr("ill-formed UTF-8")));
   EXPECT_THAT(parse_fail("\xff"), ::testing::ElementsAre(HasSubstr("1:1: syntax error")));
   // Overlong encoding of '/' and a UTF-16 surrogate encoded as UTF-8.
   EXPECT_EQ(parse_fail("[\"\xc0\xaf\"]").size(), 1u);

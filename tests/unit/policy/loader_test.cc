@@ -105,8 +105,7 @@ TEST(LoaderTest, IdErrors) {
   EXPECT_THAT(rule_errors(R"({"action": "pass"})"), ElementsAre("2:1: rule has no \"id\""));
   EXPECT_THAT(rule_errors(R"({"id": 7, "action": "pass"})"),
               ElementsAre("2:8: \"id\" must be a string, got number"));
-  EXPECT_THAT(rule_errors(R"({"id": "", "action": "pass"})"),
-              ElementsAre("2:8: \"id\" is empty"));
+  EXPECT_THAT(rule_errors(R"({"id": "", "action": "pass"})"), ElementsAre("2:8: \"id\" is empty"));
   EXPECT_THAT(rule_errors(R"({"id": "web rule", "action": "pass"})"),
               ElementsAre("2:8: rule id \"web rule\" may only contain letters, digits, '.', "
                           "'_', ':' and '-'"));
@@ -160,9 +159,9 @@ TEST(LoaderTest, SelectorShapeErrors) {
               ElementsAre("1:11: \"rules\" must be an array of rule objects, got object"));
   for (const char* key :
        {"users", "groups", "methods", "listeners", "from", "commands", "to", "ports"}) {
-    EXPECT_THAT(rule_errors("{\"id\": \"a\", \"action\": \"pass\", \"" + std::string(key) +
-                            "\": []}"),
-                ElementsAre(HasSubstr("is empty and would match nothing")))
+    EXPECT_THAT(
+        rule_errors("{\"id\": \"a\", \"action\": \"pass\", \"" + std::string(key) + "\": []}"),
+        ElementsAre(HasSubstr("is empty and would match nothing")))
         << key;
   }
 }
@@ -235,9 +234,10 @@ TEST(LoaderTest, AllowProtectedErrors) {
   EXPECT_THAT(rule_errors(R"({"id": "a", "action": "pass", "to": ["10.0.0.0/8", "db.corp"],)"
                           R"( "allow_protected": true})"),
               ElementsAre(HasSubstr("2:83: \"allow_protected\" only lets host globs")));
-  EXPECT_THAT(rule_errors(R"({"id": "a", "action": "block", "to": ["*"], "allow_protected": true})"),
-              ElementsAre("2:64: \"allow_protected\" has no effect on a block rule (block rules "
-                          "apply to protected addresses anyway)"));
+  EXPECT_THAT(
+      rule_errors(R"({"id": "a", "action": "block", "to": ["*"], "allow_protected": true})"),
+      ElementsAre("2:64: \"allow_protected\" has no effect on a block rule (block rules "
+                  "apply to protected addresses anyway)"));
   load_policy_text("p.json", R"({"rules": [{"id": "a", "action": "pass", "to": ["*.corp"],
                                              "allow_protected": true}]})");
 }
@@ -271,9 +271,9 @@ TEST(LoaderTest, ClientRuleErrors) {
 TEST(LoaderTest, KnownListeners) {
   LoadOptions opts;
   opts.known_listeners = {"main", "tls"};
-  EXPECT_THAT(errors(R"({"rules": [{"id": "a", "action": "pass", "listeners": ["main", "mian"]}]})",
-                     opts),
-              ElementsAre("1:64: unknown listener \"mian\" (the configuration defines 2)"));
+  EXPECT_THAT(
+      errors(R"({"rules": [{"id": "a", "action": "pass", "listeners": ["main", "mian"]}]})", opts),
+      ElementsAre("1:64: unknown listener \"mian\" (the configuration defines 2)"));
   load_policy_text("p.json", R"({"rules": [{"id": "a", "action": "pass", "listeners": ["tls"]}]})",
                    opts);
 }

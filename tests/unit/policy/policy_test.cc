@@ -59,10 +59,10 @@ TEST(HostPatternTest, Matching) {
   auto any = *HostPattern::parse("*", nullptr);
   EXPECT_TRUE(any.matches(host_name_for_match("x")));
   // Not host names: empty, address-looking, bad characters, too long.
-  for (std::string bad : {std::string(), std::string("."), std::string("127.0.0.1"),
-                          std::string("10.1"), std::string("a b"), std::string("a..b"),
-                          std::string("a\0b", 3), std::string(64, 'a') + ".x",
-                          std::string(200, 'a') + "." + std::string(60, 'b')}) {
+  for (std::string bad :
+       {std::string(), std::string("."), std::string("127.0.0.1"), std::string("10.1"),
+        std::string("a b"), std::string("a..b"), std::string("a\0b", 3),
+        std::string(64, 'a') + ".x", std::string(200, 'a') + "." + std::string(60, 'b')}) {
     EXPECT_TRUE(host_name_for_match(bad).empty()) << bad;
     EXPECT_FALSE(any.matches(host_name_for_match(bad))) << bad;
     EXPECT_NE(host_name_problem(bad), "") << bad;
@@ -200,10 +200,10 @@ TEST(PolicyTest, ProtectedAddressesNeedARuleThatNamesThem) {
     {"id": "zero", "action": "pass", "to": ["0.0.0.0/0", "::/0"]},
     {"id": "glob", "action": "pass", "to": ["*"]}
   ]})");
-  for (const char* a : {"127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1",
-                        "169.254.169.254", "224.0.0.1", "0.0.0.0", "255.255.255.255", "::1",
-                        "fe80::1", "fd00::1", "ff02::1", "::", "::ffff:127.0.0.1",
-                        "64:ff9b::a00:1"}) {
+  for (const char* a :
+       {"127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "169.254.169.254",
+        "224.0.0.1", "0.0.0.0", "255.255.255.255", "::1", "fe80::1", "fd00::1", "ff02::1",
+        "::", "::ffff:127.0.0.1", "64:ff9b::a00:1"}) {
     Decision d = p.decide(req(a));
     EXPECT_FALSE(d.allowed()) << a;
     EXPECT_EQ(d.rule_id, "default-deny") << a;
@@ -449,7 +449,7 @@ TEST(PolicyTest, MovedPolicyStaysUsable) {
   EXPECT_EQ(decide_id(b, req("192.0.2.1")), "x");
   // A moved-from policy denies rather than crashing.
   EXPECT_EQ(decide_id(a, req("192.0.2.1")), "default-deny");  // NOLINT(bugprone-use-after-move)
-  EXPECT_EQ(a.rule_count(), 0u);                               // NOLINT(bugprone-use-after-move)
+  EXPECT_EQ(a.rule_count(), 0u);                              // NOLINT(bugprone-use-after-move)
 }
 
 }  // namespace
