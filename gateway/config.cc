@@ -364,6 +364,7 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
       } else if (diags.empty()) {
         policy::LoadOptions opts;
         add_own_addresses(*cfg, &opts.own_addresses);
+        for (const auto& l : cfg->listeners) opts.known_listeners.push_back(l.name);
         try {
           if (r.has("file")) {
             auto f = r.string("file", true);

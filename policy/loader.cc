@@ -1,0 +1,553 @@
+// Policy document -> compiled Policy. Every problem becomes a Diagnostic at the key or value it
+// is about; loading goes on after a problem so that an admin sees all of them in one run.
+
+#include <algorithm>
+#include <array>
+#include <span>
+#include <utility>
+
+#include "policy/policy.h"
+#include "policy/rule.h"
+
+namespace socksgate::policy {
+namespace {
+
+using json = nlohmann::json;
+using Ptr = json::json_pointer;
+
+constexpr size_t kMaxIdLength = 128;
+constexpr std::array<std::string_view, 2> kReservedIds = {"default-deny", "no-client-rules"};
+constexpr std::array<std::string_view, 4> kMethods = {"none", "userpass", "gssapi", "certificate"};
+
+constexpr std::string_view kTopKeys[] = {"groups", "client_rules", "rules"};
+constexpr std::string_view kClientRuleKeys[] = {"id", "action", "from", "listeners", "comment"};
+constexpr std::string_view kRuleKeys[] = {
+    "id",   "action",   "users", "groups", "methods",         "listeners",
+    "from", "commands", "to",    "ports",  "allow_protected", "comment"};
+
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string joined(std::span<const std::string_view> words) {
+  std::string out;
+  for (auto w : words) {
+    if (!out.empty()) out += ", ";
+    out += w;
+  }
+  return out;
+}
+
+bool valid_id_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == ':' || c == '-';
+}
+
+std::string quote(std::string_view s) { return quote_for_message(s, 64); }
+
+bool before(const SourcePosition& a, const SourcePosition& b) {
+  return a.line != b.line ? a.line < b.line : a.column < b.column;
+}
+
+std::string at_text(const SourcePosition& p) {
+  return "line " + std::to_string(p.line) + ", column " + std::to_string(p.column);
+}
+
+}  // namespace
+
+class PolicyLoader {
+ public:
+  PolicyLoader(const JsonSource& src, const Ptr& at, const LoadOptions& opts)
+      : src_(src), at_(at), opts_(opts) {}
+
+  Policy load() {
+    Policy policy;
+    Policy::Impl& impl = *policy.impl_;
+    impl.own_addresses = opts_.own_addresses;
+    const json* top = locate();
+    if (top != nullptr) load_document(*top, &impl);
+    check_ids();
+    if (!diags_.empty()) {
+      std::stable_sort(diags_.begin(), diags_.end(), [](const Diagnostic& a, const Diagnostic& b) {
+        return before(a.pos, b.pos);
+      });
+      throw LoadError(std::move(diags_));
+    }
+    return policy;
+  }
+
+ private:
+  struct IdUse {
+    std::string id;
+    Ptr ptr;
+    SourcePosition pos;
+  };
+
+  void error_value(const Ptr& p, std::string message) {
+    diags_.push_back(src_.at_value(p, std::move(message)));
+  }
+  void error_key(const Ptr& p, std::string message) {
+    diags_.push_back(src_.at_key(p, std::move(message)));
+  }
+
+  const json* locate() {
+    const json& root = src_.root();
+    if (!root.contains(at_)) {
+      error_value(at_, "no policy found at " + quote(at_.to_string()));
+      return nullptr;
+    }
+    const json& top = root.at(at_);
+    if (!top.is_object()) {
+      error_value(at_, std::string("a policy must be a JSON object, got ") + top.type_name());
+      return nullptr;
+    }
+    return &top;
+  }
+
+  void check_keys(const json& obj, const Ptr& p, std::span<const std::string_view> allowed,
+                  std::string_view what) {
+    for (const auto& [key, value] : obj.items()) {
+      if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
+      std::string message = "unknown key " + quote(key) + " in " + std::string(what);
+      std::string_view best;
+      size_t best_distance = 3;
+      for (auto candidate : allowed) {
+        size_t d = edit_distance(key, candidate);
+        if (d < best_distance) {
+          best = candidate;
+          best_distance = d;
+        }
+      }
+      if (!best.empty()) {
+        message += " (did you mean \"" + std::string(best) + "\"?)";
+      } else {
+        message += " (allowed: " + joined(allowed) + ")";
+      }
+      error_key(p / key, std::move(message));
+    }
+  }
+
+  void load_document(const json& top, Policy::Impl* impl) {
+    check_keys(top, at_, kTopKeys, "policy");
+    if (auto it = top.find("groups"); it != top.end()) load_groups(*it, at_ / "groups", impl);
+    if (auto it = top.find("client_rules"); it != top.end()) {
+      Ptr p = at_ / "client_rules";
+      impl->has_client_rules = true;
+      if (!it->is_array()) {
+        error_value(p, std::string("\"client_rules\" must be an array of rule objects, got ") +
+                           it->type_name());
+      } else if (it->empty()) {
+        // [] would block every client, while a missing key passes every client: too easy to
+        // get wrong by accident.
+        error_value(p,
+                    "\"client_rules\" is empty and would block every client; omit the key to "
+                    "let every client through to the user rules");
+      } else {
+        for (size_t i = 0; i < it->size(); ++i) {
+          if (auto r = load_client_rule((*it)[i], p / i)) {
+            impl->client_rules.push_back(std::move(*r));
+          }
+        }
+      }
+    }
+    if (auto it = top.find("rules"); it != top.end()) {
+      Ptr p = at_ / "rules";
+      if (!it->is_array()) {
+        error_value(
+            p, std::string("\"rules\" must be an array of rule objects, got ") + it->type_name());
+      } else {
+        for (size_t i = 0; i < it->size(); ++i) {
+          if (auto r = load_rule((*it)[i], p / i)) impl->rules.push_back(std::move(*r));
+        }
+      }
+    }
+  }
+
+  void load_groups(const json& groups, const Ptr& p, Policy::Impl* impl) {
+    if (!groups.is_object()) {
+      error_value(p, std::string("\"groups\" must be an object mapping group names to arrays of "
+                                 "user names, got ") +
+                         groups.type_name());
+      return;
+    }
+    for (const auto& [name, members] : groups.items()) {
+      Ptr gp = p / name;
+      if (name.empty()) error_key(gp, "group name is empty");
+      if (!members.is_array()) {
+        error_value(gp, "group " + quote(name) + " must be an array of user names, got " +
+                            members.type_name());
+        continue;
+      }
+      std::vector<std::string> users;
+      for (size_t i = 0; i < members.size(); ++i) {
+        const json& m = members[i];
+        if (!m.is_string()) {
+          error_value(gp / i, std::string("members of group ") + quote(name) +
+                                  " must be strings, got " + m.type_name());
+        } else if (m.get_ref<const std::string&>().empty()) {
+          error_value(gp / i, "empty user name in group " + quote(name));
+        } else {
+          users.push_back(m.get<std::string>());
+        }
+      }
+      std::sort(users.begin(), users.end());
+      users.erase(std::unique(users.begin(), users.end()), users.end());
+      for (const auto& u : users) impl->user_groups[u].push_back(name);
+      impl->group_members[name] = std::move(users);
+    }
+    // std::map iterates groups in name order, so each user's list is already sorted.
+  }
+
+  // "id", "action" and "comment", shared by both kinds of rule.
+  template <class R>
+  void load_common(const json& obj, const Ptr& p, std::string_view kind, R* rule) {
+    rule->origin = {src_.file(), src_.value_pos(p)};
+    if (auto it = obj.find("id"); it == obj.end()) {
+      error_value(p, std::string(kind) + " has no \"id\"");
+    } else if (!it->is_string()) {
+      error_value(p / "id", std::string("\"id\" must be a string, got ") + it->type_name());
+    } else {
+      const auto& id = it->get_ref<const std::string&>();
+      if (id.empty()) {
+        error_value(p / "id", "\"id\" is empty");
+      } else if (id.size() > kMaxIdLength) {
+        error_value(p / "id",
+                    "\"id\" is longer than " + std::to_string(kMaxIdLength) + " characters");
+      } else if (!std::all_of(id.begin(), id.end(), valid_id_char)) {
+        error_value(p / "id", "rule id " + quote(id) +
+                                  " may only contain letters, digits, '.', '_', ':' and '-'");
+      } else if (std::find(kReservedIds.begin(), kReservedIds.end(), id) != kReservedIds.end()) {
+        error_value(p / "id", "rule id " + quote(id) + " is reserved for the implicit rule");
+      } else {
+        rule->id = id;
+        ids_.push_back({id, p / "id", src_.value_pos(p / "id")});
+      }
+    }
+    std::string who = rule->id.empty() ? std::string(kind) : std::string(kind) + " " + rule->id;
+    if (auto it = obj.find("action"); it == obj.end()) {
+      error_value(p, who + " has no \"action\" (\"pass\" or \"block\")");
+    } else if (it->is_string() && *it == "pass") {
+      rule->action = Action::kPass;
+    } else if (it->is_string() && *it == "block") {
+      rule->action = Action::kBlock;
+    } else {
+      error_value(p / "action", "\"action\" must be \"pass\" or \"block\", got " + describe(*it));
+    }
+    if (auto it = obj.find("comment"); it != obj.end()) {
+      if (it->is_string()) {
+        rule->comment = it->get<std::string>();
+      } else {
+        error_value(p / "comment",
+                    std::string("\"comment\" must be a string, got ") + it->type_name());
+      }
+    }
+  }
+
+  static std::string describe(const json& v) {
+    if (v.is_string()) return quote(v.get_ref<const std::string&>());
+    return v.type_name();
+  }
+
+  // A selector's array: present, an array, not empty. Returns nullptr (after reporting) if not.
+  const json* selector_array(const json& obj, const Ptr& p, const char* key) {
+    auto it = obj.find(key);
+    if (it == obj.end()) return nullptr;
+    if (!it->is_array()) {
+      std::string message = "\"" + std::string(key) + "\" must be an array, got " + describe(*it);
+      if (it->is_string() || it->is_number()) message += " (write [" + it->dump() + "])";
+      error_value(p / key, std::move(message));
+      return nullptr;
+    }
+    if (it->empty()) {
+      error_value(p / key, "\"" + std::string(key) +
+                               "\" is empty and would match nothing; omit the key to match "
+                               "anything");
+      return nullptr;
+    }
+    return &*it;
+  }
+
+  // Each entry of a selector array as a string (reports non-strings and empty strings).
+  template <class F>
+  bool for_each_string(const json& arr, const Ptr& p, const char* key, F&& f) {
+    bool ok = true;
+    for (size_t i = 0; i < arr.size(); ++i) {
+      const json& v = arr[i];
+      if (!v.is_string()) {
+        error_value(p / key / i,
+                    "\"" + std::string(key) + "\" entries must be strings, got " + v.type_name());
+        ok = false;
+      } else if (v.get_ref<const std::string&>().empty()) {
+        error_value(p / key / i, "empty entry in \"" + std::string(key) + "\"");
+        ok = false;
+      } else {
+        ok = f(v.get_ref<const std::string&>(), p / key / i) && ok;
+      }
+    }
+    return ok;
+  }
+
+  std::optional<std::vector<std::string>> string_set(const json& obj, const Ptr& p,
+                                                     const char* key) {
+    const json* arr = selector_array(obj, p, key);
+    if (arr == nullptr) return std::nullopt;
+    std::vector<std::string> out;
+    for_each_string(*arr, p, key, [&](const std::string& s, const Ptr&) {
+      out.push_back(s);
+      return true;
+    });
+    std::sort(out.begin(), out.end());
+    out.erase(std::unique(out.begin(), out.end()), out.end());
+    return out;
+  }
+
+  std::optional<std::vector<std::string>> listeners(const json& obj, const Ptr& p) {
+    const json* arr = selector_array(obj, p, "listeners");
+    if (arr == nullptr) return std::nullopt;
+    std::vector<std::string> out;
+    const auto& known = opts_.known_listeners;
+    for_each_string(*arr, p, "listeners", [&](const std::string& s, const Ptr& ep) {
+      if (!known.empty() && std::find(known.begin(), known.end(), s) == known.end()) {
+        error_value(ep, "unknown listener " + quote(s) + " (the configuration defines " +
+                            std::to_string(known.size()) + ")");
+        return false;
+      }
+      out.push_back(s);
+      return true;
+    });
+    return out;
+  }
+
+  std::optional<Cidr> parse_cidr(const std::string& s, const Ptr& ep, std::string_view key) {
+    bool host_bits = false;
+    auto c = Cidr::parse(s, &host_bits);
+    if (c && host_bits) {
+      error_value(ep, "\"" + std::string(key) + "\" entry " + quote(s) +
+                          " has bits set beyond the prefix length (did you mean " + c->to_string() +
+                          "?)");
+    }
+    return c;
+  }
+
+  std::optional<std::vector<Cidr>> from(const json& obj, const Ptr& p) {
+    const json* arr = selector_array(obj, p, "from");
+    if (arr == nullptr) return std::nullopt;
+    std::vector<Cidr> out;
+    for_each_string(*arr, p, "from", [&](const std::string& s, const Ptr& ep) {
+      auto c = parse_cidr(s, ep, "from");
+      if (!c) {
+        error_value(ep, "\"from\" entry " + quote(s) + " is not an IP address or CIDR block");
+        return false;
+      }
+      out.push_back(*c);
+      return true;
+    });
+    return out;
+  }
+
+  void to(const json& obj, const Ptr& p, Rule* rule) {
+    const json* arr = selector_array(obj, p, "to");
+    if (arr == nullptr) return;
+    rule->has_to = true;
+    for_each_string(*arr, p, "to", [&](const std::string& s, const Ptr& ep) {
+      if (auto c = parse_cidr(s, ep, "to")) {
+        rule->to_cidrs.push_back(*c);
+        return true;
+      }
+      if (s.find_first_of("/:") != std::string::npos) {
+        error_value(ep, "\"to\" entry " + quote(s) + " is not a valid IP address or CIDR block");
+        return false;
+      }
+      std::string problem;
+      auto h = HostPattern::parse(s, &problem);
+      if (!h) {
+        error_value(
+            ep, "\"to\" entry " + quote(s) + " is not a valid host name or pattern: " + problem);
+        return false;
+      }
+      rule->to_hosts.push_back(std::move(*h));
+      return true;
+    });
+  }
+
+  static bool parse_port_number(std::string_view s, uint32_t* out) {
+    if (s.empty() || s.size() > 5 || s[0] == '0') return false;
+    uint32_t v = 0;
+    for (char c : s) {
+      if (c < '0' || c > '9') return false;
+      v = v * 10 + static_cast<uint32_t>(c - '0');
+    }
+    *out = v;
+    return true;
+  }
+
+  std::optional<std::vector<PortRange>> ports(const json& obj, const Ptr& p) {
+    const json* arr = selector_array(obj, p, "ports");
+    if (arr == nullptr) return std::nullopt;
+    std::vector<PortRange> out;
+    auto out_of_range = [&](const Ptr& ep, uint64_t v) {
+      error_value(ep, "port " + std::to_string(v) + " is out of range 1..65535");
+    };
+    for (size_t i = 0; i < arr->size(); ++i) {
+      const json& v = (*arr)[i];
+      Ptr ep = p / "ports" / i;
+      if (v.is_number_unsigned()) {
+        uint64_t n = v.get<uint64_t>();
+        if (n < 1 || n > 65535) {
+          out_of_range(ep, n);
+        } else {
+          out.push_back({static_cast<uint16_t>(n), static_cast<uint16_t>(n)});
+        }
+      } else if (v.is_number()) {
+        error_value(ep, "port " + v.dump() + " is not an integer in 1..65535");
+      } else if (v.is_string()) {
+        const auto& s = v.get_ref<const std::string&>();
+        size_t dash = s.find('-');
+        uint32_t first = 0, last = 0;
+        bool ok = dash == std::string::npos
+                      ? parse_port_number(s, &first) && (last = first, true)
+                      : parse_port_number(std::string_view(s).substr(0, dash), &first) &&
+                            parse_port_number(std::string_view(s).substr(dash + 1), &last);
+        if (!ok) {
+          error_value(
+              ep, "invalid port " + quote(s) + " (expected a number 1..65535 or a range \"N-M\")");
+        } else if (first > 65535 || last > 65535) {
+          out_of_range(ep, std::max(first, last));
+        } else if (first > last) {
+          error_value(ep, "invalid port range " + quote(s) + ": start is greater than end");
+        } else {
+          out.push_back({static_cast<uint16_t>(first), static_cast<uint16_t>(last)});
+        }
+      } else {
+        error_value(
+            ep, std::string("\"ports\" entries must be numbers or strings, got ") + v.type_name());
+      }
+    }
+    return out;
+  }
+
+  std::optional<ClientRule> load_client_rule(const json& obj, const Ptr& p) {
+    if (!obj.is_object()) {
+      error_value(p, std::string("client rules must be objects, got ") + obj.type_name());
+      return std::nullopt;
+    }
+    ClientRule rule;
+    load_common(obj, p, "client rule", &rule);
+    check_keys(obj, p, kClientRuleKeys, "client rule");
+    rule.from = from(obj, p);
+    rule.listeners = listeners(obj, p);
+    return rule;
+  }
+
+  std::optional<Rule> load_rule(const json& obj, const Ptr& p) {
+    if (!obj.is_object()) {
+      error_value(p, std::string("rules must be objects, got ") + obj.type_name());
+      return std::nullopt;
+    }
+    Rule rule;
+    load_common(obj, p, "rule", &rule);
+    check_keys(obj, p, kRuleKeys, "rule");
+    rule.users = string_set(obj, p, "users");
+    rule.groups = string_set(obj, p, "groups");
+    if (const json* arr = selector_array(obj, p, "methods")) {
+      std::vector<std::string> methods;
+      for_each_string(*arr, p, "methods", [&](const std::string& s, const Ptr& ep) {
+        if (std::find(kMethods.begin(), kMethods.end(), s) == kMethods.end()) {
+          error_value(ep, "unknown method " + quote(s) +
+                              " (expected one of: none, userpass, gssapi, certificate)");
+          return false;
+        }
+        methods.push_back(s);
+        return true;
+      });
+      rule.methods = std::move(methods);
+    }
+    rule.listeners = listeners(obj, p);
+    rule.from = from(obj, p);
+    if (const json* arr = selector_array(obj, p, "commands")) {
+      rule.has_commands = true;
+      rule.commands = 0;
+      for_each_string(*arr, p, "commands", [&](const std::string& s, const Ptr& ep) {
+        auto c = command_from_string(s);
+        if (!c) {
+          error_value(ep, "unknown command " + quote(s) + " (expected one of: connect, bind, udp)");
+          return false;
+        }
+        rule.commands |= command_bit(*c);
+        return true;
+      });
+    }
+    to(obj, p, &rule);
+    rule.ports = ports(obj, p);
+    if (auto it = obj.find("allow_protected"); it != obj.end()) {
+      if (!it->is_boolean()) {
+        error_value(p / "allow_protected",
+                    std::string("\"allow_protected\" must be true or false, got ") + describe(*it));
+      } else if (it->get<bool>()) {
+        rule.allow_protected = true;
+        bool has_glob = std::any_of(rule.to_hosts.begin(), rule.to_hosts.end(),
+                                    [](const HostPattern& h) { return !h.is_exact(); });
+        // A flag that changes nothing misleads whoever reviews the policy.
+        if (rule.action == Action::kBlock) {
+          error_value(p / "allow_protected",
+                      "\"allow_protected\" has no effect on a block rule (block rules apply to "
+                      "protected addresses anyway)");
+        } else if (!has_glob) {
+          error_value(p / "allow_protected",
+                      "\"allow_protected\" only lets host globs in \"to\" (\"*\", \"*.name\") "
+                      "reach protected addresses, and this rule has none; name protected "
+                      "addresses with a CIDR or an exact host name instead");
+        }
+      }
+    }
+    return rule;
+  }
+
+  // Rule ids are unique across client_rules and rules; each repeat is reported where it occurs
+  // after the first one in the file.
+  void check_ids() {
+    std::stable_sort(ids_.begin(), ids_.end(), [](const IdUse& a, const IdUse& b) {
+      if (a.id != b.id) return a.id < b.id;
+      return before(a.pos, b.pos);
+    });
+    size_t first = 0;
+    for (size_t i = 1; i < ids_.size(); ++i) {
+      if (ids_[i].id != ids_[first].id) {
+        first = i;
+        continue;
+      }
+      error_value(ids_[i].ptr, "duplicate rule id " + quote(ids_[i].id) + " (first used at " +
+                                   at_text(ids_[first].pos) + ")");
+    }
+  }
+
+  const JsonSource& src_;
+  Ptr at_;
+  const LoadOptions& opts_;
+  std::vector<Diagnostic> diags_;
+  std::vector<IdUse> ids_;
+};
+
+Policy load_policy(const JsonSource& src, const Ptr& at, const LoadOptions& opts) {
+  return PolicyLoader(src, at, opts).load();
+}
+
+Policy load_policy_text(std::string file, std::string_view text, const LoadOptions& opts) {
+  std::vector<Diagnostic> diags;
+  auto src = JsonSource::parse(std::move(file), text, &diags);
+  if (!src) throw LoadError(std::move(diags));
+  return load_policy(*src, Ptr(), opts);
+}
+
+}  // namespace socksgate::policy
