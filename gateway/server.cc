@@ -17,6 +17,7 @@
 #include <fstream>
 #include <map>
 #include <thread>
+#include <tuple>
 
 #include "gateway/log.h"
 #include "gateway/server_state.h"
@@ -25,7 +26,10 @@
 namespace socksgate::gateway {
 namespace {
 constexpr auto kUse = asio::experimental::as_tuple(asio::use_awaitable);
-using Key = std::pair<std::string, uint16_t>;  // configured address, port
+// A listener's identity across reloads: its configured address and port, plus its name when
+// the port is 0 (any free port), so that a reload keeps rather than re-binds it.
+using Key = std::tuple<std::string, uint16_t, std::string>;
+Key key_of(const ListenerConfig& lc) { return {lc.address, lc.port, lc.port == 0 ? lc.name : ""}; }
 }  // namespace
 
 struct Server::Impl {
@@ -70,9 +74,9 @@ struct Server::Impl {
   void sync_listeners(const Config& cfg) {
     std::map<Key, std::unique_ptr<Listener>> next_set;
     for (const auto& lc : cfg.listeners) {
-      Key k{lc.address, lc.port};
+      Key k = key_of(lc);
       auto it = listeners.find(k);
-      if (it != listeners.end() && lc.port != 0) {
+      if (it != listeners.end()) {
         it->second->name = lc.name;
         next_set.emplace(k, std::move(it->second));
         listeners.erase(it);
@@ -95,7 +99,7 @@ struct Server::Impl {
       log::info("listening name=", lc.name, " address=", l->bound.address().to_string(),
                 " port=", l->bound.port(), " methods=", join(lc.methods));
       Listener* raw = l.get();
-      next_set.emplace(k.second == 0 ? Key{lc.address, l->bound.port()} : k, std::move(l));
+      next_set.emplace(k, std::move(l));
       asio::co_spawn(control, accept_loop(raw), asio::detached);
     }
     for (auto& [k, l] : listeners) {
@@ -237,11 +241,13 @@ struct Server::Impl {
     return 0;
   }
 
+  // Declaration order is destruction order, reversed: the control context (whose pending
+  // accepts hold sockets of the I/O contexts) dies first, then the I/O contexts (whose
+  // session frames point into state), then state.
   ServerOptions opts;
-  asio::io_context control{1};
   ServerState state;
-  // After state: sessions' frames die with their io_context, before the state they point to.
   std::vector<std::unique_ptr<asio::io_context>> ios;
+  asio::io_context control{1};
   asio::signal_set signals;
   std::map<Key, std::unique_ptr<Listener>> listeners;
   std::vector<std::unique_ptr<Listener>> retired;
