@@ -62,4 +62,16 @@ CloseReason from_connect_error(const std::error_code& ec) {
   }
 }
 
+CloseReason from_client_read_error(const std::error_code& ec) {
+  if (ec == asio::error::eof) return CloseReason::kClientClosed;
+  if (ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+      ec == asio::error::connection_aborted) {
+    return CloseReason::kClientReset;
+  }
+  if (ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor) {
+    return CloseReason::kShutdown;
+  }
+  return CloseReason::kProtocolError;
+}
+
 }  // namespace socksgate::gateway

@@ -51,6 +51,9 @@ inline std::string_view to_string(CloseReason r) { return describe(r).token; }
 
 // Maps a failed upstream connect() / splice() error to a reason.
 CloseReason from_connect_error(const std::error_code& ec);
+// Maps an error reading a client message during negotiation: EOF is a normal close, a reset
+// is the client's, a message that is malformed or over its bound is a protocol error.
+CloseReason from_client_read_error(const std::error_code& ec);
 
 // Process-wide counters, one per reason (relaxed atomics; read by metrics and tests).
 class CloseCounters {

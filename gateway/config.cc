@@ -396,20 +396,41 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
 
   Snapshot snap;
   if (cfg->userpass) {
-    auth::userpass::PasswordFile pf;
+    // The password file: every bad line is a diagnostic of its own, an unreadable file is one
+    // at the config key that names it; inline users must not repeat file users.
+    std::string text;
     if (!cfg->userpass->file.empty()) {
-      pf = auth::userpass::PasswordFile::load(cfg->userpass->file);
+      try {
+        text = read_file(cfg->userpass->file);
+        auth::userpass::PasswordFile::parse(cfg->userpass->file, text);
+      } catch (const auth::userpass::PasswordFileError& e) {
+        for (const auto& p : e.entries()) diags.push_back({e.file(), {p.line, 1}, p.message});
+      } catch (const std::runtime_error& e) {
+        diags.push_back(src->at_value(Ptr("/auth/userpass/file"), e.what()));
+      }
     }
-    if (!cfg->userpass->inline_users.empty()) {
-      std::string text2;
-      if (!cfg->userpass->file.empty()) text2 = read_file(cfg->userpass->file) + "\n";
-      for (const auto& [u, h] : cfg->userpass->inline_users) text2 += u + ":" + h + "\n";
-      pf = auth::userpass::PasswordFile::parse(path + " (auth.userpass)", text2);
+    auto file_users = [&]() -> std::optional<auth::userpass::PasswordFile> {
+      try {
+        return auth::userpass::PasswordFile::parse(cfg->userpass->file, text);
+      } catch (const std::exception&) {
+        return std::nullopt;
+      }
+    }();
+    for (const auto& [u, h] : cfg->userpass->inline_users) {
+      if (file_users && file_users->find(u)) {
+        diags.push_back(src->at_key(Ptr("/auth/userpass/users") / u,
+                                    "user \"" + u + "\" is also in " + cfg->userpass->file));
+      }
+      text += "\n" + u + ":" + h;
     }
-    if (throttle) throttle->configure(cfg->userpass->throttle);
-    snap.backends.userpass = std::make_shared<const auth::userpass::UserPassBackend>(
-        std::move(pf), cfg->userpass->settings, throttle);
+    if (diags.empty()) {
+      auto pf = auth::userpass::PasswordFile::parse(cfg->userpass->file, text);
+      if (throttle) throttle->configure(cfg->userpass->throttle);
+      snap.backends.userpass = std::make_shared<const auth::userpass::UserPassBackend>(
+          std::move(pf), cfg->userpass->settings, throttle);
+    }
   }
+  if (!diags.empty()) throw policy::LoadError(std::move(diags));
   snap.policy = std::make_shared<const policy::Policy>(std::move(*pol));
   snap.config = std::move(cfg);
   return snap;

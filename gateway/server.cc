@@ -121,7 +121,8 @@ struct Server::Impl {
     asio::steady_timer backoff(control);
     for (;;) {
       asio::io_context& io = next_io();
-      auto [ec, sock] = co_await l->acceptor.async_accept(io, kUse);
+      asio::ip::tcp::endpoint peer;
+      auto [ec, sock] = co_await l->acceptor.async_accept(io, peer, kUse);
       if (ec == asio::error::operation_aborted || !l->acceptor.is_open()) co_return;
       if (ec) {
         // EMFILE and friends: say so and back off instead of spinning.
@@ -132,7 +133,7 @@ struct Server::Impl {
       }
       uint64_t id = ++state.sessions_total;
       auto snap = state.snapshot.load();
-      asio::co_spawn(io, run_session(state, std::move(snap), l->name, std::move(sock), id),
+      asio::co_spawn(io, run_session(state, std::move(snap), l->name, std::move(sock), peer, id),
                      [this](std::exception_ptr e) {
                        if (!e) return;
                        state.counters.add(CloseReason::kInternalError);

@@ -88,6 +88,13 @@ std::string_view phase_name(SessionPhase p) {
   return "unknown";
 }
 
+// "192.0.2.1:80", "[2001:db8::1]:80".
+std::string format_endpoint(const asio::ip::tcp::endpoint& ep) {
+  std::string a = ep.address().to_string();
+  if (ep.address().is_v6()) a = "[" + a + "]";
+  return a + ":" + std::to_string(ep.port());
+}
+
 json base_record(std::string_view event, const SessionRecord& r) {
   json j;
   j["time"] = now_rfc3339();
@@ -116,7 +123,7 @@ json base_record(std::string_view event, const SessionRecord& r) {
 class Session {
  public:
   Session(ServerState& state, std::shared_ptr<const Snapshot> snap, std::string listener,
-          asio::ip::tcp::socket socket, uint64_t id)
+          asio::ip::tcp::socket socket, asio::ip::tcp::endpoint peer, uint64_t id)
       : state_(state),
         snap_(std::move(snap)),
         audit_(state.audit.load()),
@@ -124,8 +131,10 @@ class Session {
     rec_.id = format_session_id(id);
     rec_.listener = std::move(listener);
     numeric_id_ = id;
+    // The peer address as accept() reported it: remote_endpoint() fails once a client has
+    // reset, and a session must never be judged (or audited) as 0.0.0.0.
+    rec_.client = peer;
     std::error_code ec;
-    rec_.client = channel_.socket().remote_endpoint(ec);
     channel_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
   }
 
@@ -202,10 +211,12 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
       socks5::kMaxGreetingSize);
   if (ec == socks5::Errc::kNoMethods) {
     co_await channel_.write_all(socks5::encode_method_selection(auth::kMethodNoAcceptable));
+    json j = base_record("auth_failure", rec_);
+    j["reason"] = "no_acceptable_method";
+    audit(std::move(j));
     co_return CloseReason::kNoAcceptableMethod;
   }
-  if (ec)
-    co_return ec == asio::error::eof ? CloseReason::kClientClosed : CloseReason::kProtocolError;
+  if (ec) co_return from_client_read_error(ec);
 
   std::unique_ptr<auth::Authenticator> method;
   for (const auto& name : listener_->methods) {
@@ -231,12 +242,10 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
 
   // RFC 1929 / RFC 1961: the method's subnegotiation.
   rec_.phase = SessionPhase::kAuthentication;
-  auth::AuthContext actx{channel_.socket().remote_endpoint(ec).address(), rec_.listener,
-                         &state_.blocking};
+  auth::AuthContext actx{rec_.client.address(), rec_.listener, &state_.blocking};
   auth::AuthOutcome outcome;
   ec = co_await method->authenticate(channel_, actx, &outcome);
-  if (ec)
-    co_return ec == asio::error::eof ? CloseReason::kClientClosed : CloseReason::kProtocolError;
+  if (ec) co_return from_client_read_error(ec);
   if (!outcome.ok) {
     json j = base_record("auth_failure", rec_);
     j["user"] = escape_untrusted(outcome.claimed_user);
@@ -267,8 +276,7 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
     co_await send_reply(socks5::Reply::kGeneralFailure);
     co_return CloseReason::kProtocolError;
   }
-  if (ec)
-    co_return ec == asio::error::eof ? CloseReason::kClientClosed : CloseReason::kProtocolError;
+  if (ec) co_return from_client_read_error(ec);
   rec_.requested = request_.dst;
   rec_.port = request_.port;
   auto cmd = to_policy_command(request_.command);
@@ -380,8 +388,7 @@ void Session::finish(CloseReason reason) {
   json j = base_record("session_end", rec_);
   j["start"] = rec_.start_time;
   j["phase"] = phase_name(at);
-  if (rec_.bound)
-    j["bound"] = rec_.bound->address().to_string() + ":" + std::to_string(rec_.bound->port());
+  if (rec_.bound) j["bound"] = format_endpoint(*rec_.bound);
   j["bytes_up"] = rec_.bytes_up;
   j["bytes_down"] = rec_.bytes_down;
   j["duration_ms"] =
@@ -399,9 +406,10 @@ std::string format_session_id(uint64_t id) {
 }
 
 asio::awaitable<void> run_session(ServerState& state, std::shared_ptr<const Snapshot> snapshot,
-                                  std::string listener, asio::ip::tcp::socket socket, uint64_t id) {
+                                  std::string listener, asio::ip::tcp::socket socket,
+                                  asio::ip::tcp::endpoint peer, uint64_t id) {
   auto ex = socket.get_executor();
-  Session s(state, std::move(snapshot), std::move(listener), std::move(socket), id);
+  Session s(state, std::move(snapshot), std::move(listener), std::move(socket), peer, id);
   auto control = std::make_shared<SessionControl>();
   control->session = &s;
   s.closer_ = [ex, weak = std::weak_ptr<SessionControl>(control)] {

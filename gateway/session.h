@@ -30,7 +30,8 @@ enum class SessionPhase : uint8_t {
 // Runs a session to its end; never throws (anything unexpected is audited as
 // internal_error by the caller's completion handler).
 asio::awaitable<void> run_session(ServerState& state, std::shared_ptr<const Snapshot> snapshot,
-                                  std::string listener, asio::ip::tcp::socket socket, uint64_t id);
+                                  std::string listener, asio::ip::tcp::socket socket,
+                                  asio::ip::tcp::endpoint peer, uint64_t id);
 
 // "3f2a9c1e00000001": a per-process random prefix and a counter (unique, not guessable
 // across restarts, sortable within one run).

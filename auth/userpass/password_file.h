@@ -15,11 +15,19 @@ namespace socksgate::auth::userpass {
 // Every problem in the file, each "file:line: message", joined by newlines.
 class PasswordFileError : public std::runtime_error {
  public:
-  explicit PasswordFileError(std::vector<std::string> problems);
-  const std::vector<std::string>& problems() const { return problems_; }
+  struct Problem {
+    int line;
+    std::string message;
+  };
+  PasswordFileError(std::string file, std::vector<Problem> problems);
+  const std::string& file() const { return file_; }
+  const std::vector<Problem>& entries() const { return entries_; }
+  // "file:line: message" each.
+  std::vector<std::string> problems() const;
 
  private:
-  std::vector<std::string> problems_;
+  std::string file_;
+  std::vector<Problem> entries_;
 };
 
 class PasswordFile {
