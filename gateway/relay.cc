@@ -205,68 +205,51 @@ void reset_socket(asio::ip::tcp::socket& s) {
   s.close(ec);
 }
 
-// One direction: pump, then pass its ending on (FIN or RST) and stop the other direction
-// when the session cannot continue.
+// Passes a pump's ending on. EOF becomes a FIN on the receiving side only (half-close). A
+// reset or error ends the whole session: both sockets are reset, so whichever peer is still
+// there sees the RST the other side sent (or our failure). The first ending decides the reason.
+void pass_on(PumpEnd end, bool from_client, crypto::Channel& client,
+             asio::ip::tcp::socket& upstream, RelayState* st) {
+  CloseReason reason;
+  switch (end) {
+    case PumpEnd::kEof:
+      if (from_client) {
+        shutdown_send(upstream);
+      } else {
+        client.shutdown_send();
+      }
+      return;
+    case PumpEnd::kAborted:
+      return;
+    case PumpEnd::kReadReset:  // the side we read from reset
+      reason = from_client ? CloseReason::kClientReset : CloseReason::kUpstreamReset;
+      break;
+    case PumpEnd::kWriteReset:  // the side we wrote to reset
+      reason = from_client ? CloseReason::kUpstreamReset : CloseReason::kClientReset;
+      break;
+    case PumpEnd::kError:
+    default:
+      reason = CloseReason::kRelayError;
+      break;
+  }
+  if (!st->failed) st->reason = reason;
+  st->failed = true;
+  client.reset();
+  reset_socket(upstream);
+}
+
 asio::awaitable<void> upstream_direction(crypto::Channel& client, asio::ip::tcp::socket& upstream,
                                          bool splice, uint64_t* counter, RelayState* st) {
   PumpEnd end = splice ? co_await splice_pump(*client.plain_socket(), upstream, counter, st)
                        : co_await copy_pump_from_channel(client, upstream, counter, st);
-  switch (end) {
-    case PumpEnd::kEof:
-      shutdown_send(upstream);
-      break;
-    case PumpEnd::kReadReset:  // client reset us: reset upstream too
-      if (!st->failed) st->reason = CloseReason::kClientReset;
-      st->failed = true;
-      reset_socket(upstream);
-      client.close();
-      break;
-    case PumpEnd::kWriteReset:  // upstream reset: pass it to the client
-      if (!st->failed) st->reason = CloseReason::kUpstreamReset;
-      st->failed = true;
-      client.reset();
-      reset_socket(upstream);
-      break;
-    case PumpEnd::kError:
-      if (!st->failed) st->reason = CloseReason::kRelayError;
-      st->failed = true;
-      client.close();
-      reset_socket(upstream);
-      break;
-    case PumpEnd::kAborted:
-      break;
-  }
+  pass_on(end, /*from_client=*/true, client, upstream, st);
 }
 
 asio::awaitable<void> downstream_direction(crypto::Channel& client, asio::ip::tcp::socket& upstream,
                                            bool splice, uint64_t* counter, RelayState* st) {
   PumpEnd end = splice ? co_await splice_pump(upstream, *client.plain_socket(), counter, st)
                        : co_await copy_pump_to_channel(upstream, client, counter, st);
-  switch (end) {
-    case PumpEnd::kEof:
-      client.shutdown_send();
-      break;
-    case PumpEnd::kReadReset:  // upstream reset us: reset the client
-      if (!st->failed) st->reason = CloseReason::kUpstreamReset;
-      st->failed = true;
-      client.reset();
-      reset_socket(upstream);
-      break;
-    case PumpEnd::kWriteReset:  // client went away hard
-      if (!st->failed) st->reason = CloseReason::kClientReset;
-      st->failed = true;
-      reset_socket(upstream);
-      client.close();
-      break;
-    case PumpEnd::kError:
-      if (!st->failed) st->reason = CloseReason::kRelayError;
-      st->failed = true;
-      client.close();
-      reset_socket(upstream);
-      break;
-    case PumpEnd::kAborted:
-      break;
-  }
+  pass_on(end, /*from_client=*/false, client, upstream, st);
 }
 
 asio::awaitable<void> idle_watchdog(std::chrono::seconds idle, RelayState* st) {
