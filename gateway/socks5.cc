@@ -42,8 +42,12 @@ std::string Address::to_string() const {
   switch (type) {
     case AddressType::kIpv4:
       return ip.to_string();
-    case AddressType::kIpv6:
-      return "[" + ip.to_string() + "]";
+    case AddressType::kIpv6: {
+      // Built with append: GCC 12 at -O3 reports a false -Wrestrict on "[" + s + "]".
+      std::string s = "[";
+      s.append(ip.to_string()).push_back(']');
+      return s;
+    }
     case AddressType::kDomain:
       return domain;
   }
