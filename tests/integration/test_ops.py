@@ -376,7 +376,8 @@ def test_reload_with_20_live_sessions(gateway, echo_server):
         try:
             s, _ = socks_connect(gateway.addr("main" if i % 2 else "main6"), "alice",
                                  gateway.passwords["alice"], "127.0.0.1", echo_server.port)
-            ports[i] = local_port(s)
+            # IPv4 and IPv6 ephemeral ports are allocated independently: key by both.
+            ports[i] = (s.getsockname()[0], local_port(s))
             total = 0
             for r in range(rounds):
                 payload = os.urandom(chunk + i)
@@ -411,8 +412,8 @@ def test_reload_with_20_live_sessions(gateway, echo_server):
         t.join(60)
     assert not errors, errors
     assert len(counts) == n_sessions
-    for i, port in ports.items():
-        end = gateway.wait_session_end(client_port=port)
+    for i, (addr, port) in ports.items():
+        end = gateway.wait_session_end(client=addr, client_port=port)
         assert end["close_reason"] == "closed", end
         assert end["bytes_up"] == counts[i] and end["bytes_down"] == counts[i], (end, counts[i])
 
