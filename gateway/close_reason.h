@@ -35,6 +35,9 @@ enum class CloseReason : uint8_t {
   kTtlExpired,          // REP 06
   kConnectTimeout,      // REP 04 (RFC 1928 has no better code)
   kConnectFailed,       // REP 01
+  kBindTimeout,  // BIND: the expected peer did not connect in time (REP 04)
+  kBindFailed,   // BIND: no listening port could be opened (REP 01)
+  kLimitBinds,   // BIND: the user\'s cap on open BINDs (REP 02)
   kShutdown,            // the gateway stopped while the session ran
   kBusy,                // the blocking pool was full
   kInternalError,

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -161,7 +162,7 @@ void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Confi
   std::set<std::string> names;
   std::set<std::pair<std::string, uint16_t>> endpoints;
   for (size_t i = 0; i < arr.size(); ++i) {
-    ObjectReader r(src, at / i, diags, {"name", "address", "port", "methods", "comment"});
+    ObjectReader r(src, at / i, diags, {"name", "address", "port", "methods", "external", "comment"});
     if (!r.ok()) continue;
     ListenerConfig l;
     auto name = r.string("name", true);
@@ -185,6 +186,15 @@ void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Confi
       l.address = *address;
     }
     if (port) l.port = static_cast<uint16_t>(*port);
+    if (auto ext = r.string("external", false)) {
+      auto ip = policy::IpAddress::parse(*ext);
+      if (!ip || ext->find('%') != std::string::npos || *ext == "0.0.0.0" || *ext == "::") {
+        diags->push_back(src.at_value(r.ptr("external"),
+                                      "\"" + *ext + "\" is not a usable address for \"external\" "
+                                      "(a specific IP of this host, e.g. \"192.0.2.10\")"));
+      }
+      l.external = *ext;
+    }
     if (!r.has("methods")) {
       diags->push_back(src.at_value(at / i, "missing required key \"methods\""));
     } else if (methods) {
@@ -283,6 +293,23 @@ void read_rest(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cf
     read_duration(r, "idle_timeout_s", 1, 30 * 86400, &l.idle_timeout);
     read_duration(r, "drain_timeout_s", 0, 86400, &l.drain_timeout);
   }
+  if (src.root().contains("bind")) {
+    ObjectReader r(src, Ptr("/bind"), diags, {"ports", "timeout_s", "max_per_user", "comment"});
+    auto& b = cfg->bind;
+    if (auto p = r.string("ports", false)) {
+      unsigned lo = 0, hi = 0;
+      char dash = 0, extra = 0;
+      int n = std::sscanf(p->c_str(), "%u%c%u%c", &lo, &dash, &hi, &extra);
+      if (n != 3 || dash != '-' || lo < 1024 || hi > 65535 || lo > hi) {
+        diags->push_back(src.at_value(r.ptr("ports"), "\"ports\" must be \"MIN-MAX\" with 1024 <= MIN <= MAX <= 65535"));
+      } else {
+        b.port_min = static_cast<uint16_t>(lo);
+        b.port_max = static_cast<uint16_t>(hi);
+      }
+    }
+    read_duration(r, "timeout_s", 1, 86400, &b.timeout);
+    if (auto v = r.integer("max_per_user", 0, 100000)) b.max_per_user = static_cast<uint32_t>(*v);
+  }
   if (src.root().contains("threads")) {
     ObjectReader r(src, Ptr("/threads"), diags, {"io", "blocking", "blocking_queue", "resolver"});
     auto& t = cfg->threads;
@@ -343,7 +370,7 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
   auto cfg = std::make_shared<Config>();
   cfg->path = path;
   ObjectReader top(*src, Ptr(), &diags,
-                   {"listeners", "auth", "policy", "audit", "limits", "threads", "comment"});
+                   {"listeners", "auth", "policy", "audit", "limits", "bind", "threads", "comment"});
   if (!top.ok()) throw policy::LoadError(std::move(diags));
 
   if (top.has("auth")) read_userpass(*src, &diags, cfg.get());

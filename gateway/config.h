@@ -23,6 +23,17 @@ struct ListenerConfig {
   std::string address;               // IP literal ("127.0.0.1", "::1", "0.0.0.0", "::")
   uint16_t port = 1080;              // 0 = any free port (tests)
   std::vector<std::string> methods;  // ordered by preference
+  // The gateway's address on the far side: BIND listeners are opened on it and it is what
+  // BND.ADDR advertises. Empty = the local address of the client's connection.
+  std::string external;
+};
+
+// BIND (RFC 1928): where the gateway listens for the peer, and for how long.
+struct BindConfig {
+  uint16_t port_min = 49152;  // the range listeners are taken from (>= 1024, never a
+  uint16_t port_max = 65535;  // gateway listener's port)
+  std::chrono::seconds timeout{120};  // for the expected peer to connect
+  uint32_t max_per_user = 8;          // open BINDs per user (0 = unlimited)
 };
 
 struct LimitsConfig {
@@ -60,6 +71,7 @@ struct Config {
   std::optional<UserPassConfig> userpass;
   AuditConfig audit;
   LimitsConfig limits;
+  BindConfig bind;
   ThreadsConfig threads;
   std::string policy_file;  // resolved path, or empty when inline
 

@@ -2,9 +2,14 @@
 
 #include <algorithm>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/post.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <functional>
@@ -14,6 +19,7 @@
 #include "auth/registry.h"
 #include "crypto/channel.h"
 #include "crypto/secure.h"
+#include "gateway/bind.h"
 #include "gateway/log.h"
 #include "gateway/relay.h"
 #include "gateway/socks5.h"
@@ -24,6 +30,7 @@ namespace socksgate::gateway {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr auto kUse = asio::experimental::as_tuple(asio::use_awaitable);
 using nlohmann::json;
 
 uint32_t process_id_prefix() {
@@ -80,6 +87,8 @@ std::string_view phase_name(SessionPhase p) {
       return "request";
     case SessionPhase::kConnect:
       return "connect";
+    case SessionPhase::kBindWait:
+      return "bind_wait";
     case SessionPhase::kRelay:
       return "relay";
     case SessionPhase::kClosed:
@@ -150,6 +159,15 @@ class Session {
  private:
   asio::awaitable<std::optional<CloseReason>> negotiate();
   asio::awaitable<void> send_reply(socks5::Reply rep);
+  asio::awaitable<std::error_code> write_reply(socks5::Reply rep,
+                                               const asio::ip::tcp::endpoint& ep);
+  policy::DecisionRequest decision_request(policy::Command cmd) const;
+  asio::awaitable<void> run_connect();
+  asio::awaitable<void> run_bind();
+  asio::awaitable<std::optional<asio::ip::tcp::socket>> accept_bind_peer(
+      asio::ip::tcp::acceptor& acceptor, const std::vector<policy::IpAddress>& expected,
+      bool any_peer, const policy::DecisionRequest& base);
+  asio::awaitable<void> relay_and_finish();
   void audit(json j) {
     if (audit_) audit_->write(std::move(j));
   }
@@ -193,8 +211,24 @@ asio::awaitable<void> Session::send_reply(socks5::Reply rep) {
   reply_sent_ = true;
   asio::ip::tcp::endpoint bound(asio::ip::address_v4::any(), 0);
   if (rep == socks5::Reply::kSucceeded && rec_.bound) bound = *rec_.bound;
-  auto bytes = socks5::encode_reply(rep, bound);
-  co_await channel_.write_all(bytes);
+  co_await write_reply(rep, bound);
+}
+
+asio::awaitable<std::error_code> Session::write_reply(socks5::Reply rep,
+                                                      const asio::ip::tcp::endpoint& ep) {
+  auto bytes = socks5::encode_reply(rep, ep);
+  co_return co_await channel_.write_all(bytes);
+}
+
+policy::DecisionRequest Session::decision_request(policy::Command cmd) const {
+  policy::DecisionRequest req;
+  req.user = identity_.user;
+  req.groups = identity_.groups;
+  req.method = identity_.method;
+  req.listener = rec_.listener;
+  req.client = to_policy_address(rec_.client.address());
+  req.command = cmd;
+  return req;
 }
 
 // Greeting, authentication and request, under the negotiation deadline. Returns a reason
@@ -281,8 +315,8 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
   rec_.port = request_.port;
   auto cmd = to_policy_command(request_.command);
   rec_.command = std::string(policy::to_string(*cmd));
-  if (*cmd != policy::Command::kConnect) {
-    // BIND and UDP ASSOCIATE arrive with their own issue; until then, say so precisely.
+  if (*cmd == policy::Command::kUdpAssociate) {
+    // UDP ASSOCIATE arrives with its own change; until then, say so precisely.
     co_await send_reply(socks5::Reply::kCommandNotSupported);
     co_return CloseReason::kUnsupportedCommand;
   }
@@ -342,18 +376,20 @@ asio::awaitable<void> Session::run() {
     co_return;
   }
 
-  // Policy and connect.
+  if (request_.command == static_cast<uint8_t>(socks5::Command::kBind)) {
+    co_await run_bind();
+  } else {
+    co_await run_connect();
+  }
+}
+
+// CONNECT: policy on the name and every resolved address, connect, reply, relay.
+asio::awaitable<void> Session::run_connect() {
+  const Config& cfg = *snap_->config;
   rec_.phase = SessionPhase::kConnect;
-  policy::DecisionRequest req;
-  req.user = identity_.user;
-  req.groups = identity_.groups;
-  req.method = identity_.method;
-  req.listener = rec_.listener;
-  req.client = client_ip;
-  req.command = policy::Command::kConnect;
-  ConnectOutcome oc =
-      co_await connect_upstream(request_.dst, request_.port, std::move(req), *snap_->policy,
-                                state_.resolver, cfg.limits.connect_timeout, &upstream_);
+  ConnectOutcome oc = co_await connect_upstream(
+      request_.dst, request_.port, decision_request(policy::Command::kConnect), *snap_->policy,
+      state_.resolver, cfg.limits.connect_timeout, &upstream_);
   rec_.rule_id = oc.decision.rule_id;
   rec_.decision = oc.decision.allowed() ? "pass" : "block";
   if (oc.remote) rec_.remote = oc.remote;
@@ -367,13 +403,187 @@ asio::awaitable<void> Session::run() {
   std::error_code ec;
   rec_.bound = upstream_.local_endpoint(ec);
   co_await send_reply(socks5::Reply::kSucceeded);
+  co_await relay_and_finish();
+}
 
+asio::awaitable<void> Session::relay_and_finish() {
   rec_.phase = SessionPhase::kRelay;
-  RelayResult rr =
-      co_await run_relay(channel_, upstream_, RelayOptions{cfg.limits.idle_timeout, true});
+  RelayResult rr = co_await run_relay(channel_, upstream_,
+                                      RelayOptions{snap_->config->limits.idle_timeout, true});
   rec_.bytes_up = rr.bytes_up;
   rec_.bytes_down = rr.bytes_down;
   finish(rr.reason);
+}
+
+// BIND: decide which peers may connect, listen on the external address, reply with it, wait
+// for the expected peer (bounded, and ending early if the client goes away), reply with the
+// peer's address, relay.
+asio::awaitable<void> Session::run_bind() {
+  const Config& cfg = *snap_->config;
+  const policy::Policy& pol = *snap_->policy;
+  rec_.phase = SessionPhase::kConnect;
+  policy::DecisionRequest req = decision_request(policy::Command::kBind);
+  req.port = request_.port;
+
+  // Which peers may connect: the host the client named (every address it resolves to that
+  // policy allows). An unspecified DST (0.0.0.0 / ::) means "whoever connects", and then each
+  // peer is decided by policy as it connects.
+  std::vector<policy::IpAddress> expected;
+  bool any_peer = false;
+  std::optional<policy::Decision> deciding;
+  std::vector<asio::ip::address> candidates;
+  if (request_.dst.type == socks5::AddressType::kDomain) {
+    req.host = request_.dst.domain;
+    policy::Decision pre = pol.decide(req);
+    if (pre.allowed()) {
+      std::string err;
+      CloseReason why = CloseReason::kResolveFailed;
+      candidates = co_await resolve_host(request_.dst.domain, state_.resolver, &err, &why);
+      if (candidates.empty()) {
+        co_await send_reply(describe(why).reply);
+        finish(why);
+        co_return;
+      }
+    } else {
+      deciding = std::move(pre);
+    }
+  } else if (request_.dst.ip.is_unspecified()) {
+    any_peer = true;
+  } else {
+    candidates.push_back(request_.dst.ip);
+  }
+  for (const auto& a : candidates) {
+    req.address = to_policy_address(a);
+    policy::Decision d = pol.decide(req);
+    if (d.allowed()) {
+      expected.push_back(*req.address);
+      if (!deciding || !deciding->allowed()) deciding = std::move(d);
+    } else if (!deciding) {
+      deciding = std::move(d);
+    }
+  }
+  req.address.reset();
+  if (deciding) {
+    rec_.rule_id = deciding->rule_id;
+    rec_.decision = deciding->allowed() ? "pass" : "block";
+  }
+  if (!any_peer && expected.empty()) {
+    audit_denied("request", *deciding);
+    co_await send_reply(socks5::Reply::kNotAllowed);
+    finish(CloseReason::kPolicyDenied);
+    co_return;
+  }
+  if (!state_.sessions.admit_bind(numeric_id_, identity_.user, cfg.bind.max_per_user)) {
+    json j = base_record("denied", rec_);
+    j["stage"] = "limit";
+    j["reason"] = "limit:binds_per_user";
+    audit(std::move(j));
+    co_await send_reply(socks5::Reply::kNotAllowed);
+    finish(CloseReason::kLimitBinds);
+    co_return;
+  }
+
+  // Listen on the external address (default: where the client reached us).
+  std::error_code ec;
+  asio::ip::address ext = listener_->external.empty()
+                              ? channel_.socket().local_endpoint(ec).address()
+                              : asio::ip::make_address(listener_->external, ec);
+  std::vector<uint16_t> reserved;
+  for (const auto& l : cfg.listeners) reserved.push_back(l.port);
+  asio::ip::tcp::acceptor acceptor(channel_.socket().get_executor());
+  ec = open_bind_listener(acceptor, ext, cfg.bind, reserved);
+  if (ec) {
+    log::warn("session ", rec_.id, ": BIND: cannot listen on ", ext.to_string(), ": ", ec.message());
+    co_await send_reply(socks5::Reply::kGeneralFailure);
+    finish(CloseReason::kBindFailed);
+    co_return;
+  }
+  rec_.bound = acceptor.local_endpoint(ec);
+  if (co_await write_reply(socks5::Reply::kSucceeded, *rec_.bound)) {
+    finish(CloseReason::kClientReset);
+    co_return;
+  }
+
+  rec_.phase = SessionPhase::kBindWait;
+  auto peer = co_await with_timeout(accept_bind_peer(acceptor, expected, any_peer, req),
+                                    cfg.bind.timeout);
+  acceptor.close(ec);
+  reply_sent_ = false;  // the second reply is still due
+  if (!peer) {
+    co_await send_reply(describe(CloseReason::kBindTimeout).reply);
+    finish(CloseReason::kBindTimeout);
+    co_return;
+  }
+  if (!*peer) {  // the client went away while we waited
+    finish(CloseReason::kClientClosed);
+    co_return;
+  }
+  upstream_ = std::move(**peer);
+  rec_.remote = upstream_.remote_endpoint(ec);
+  upstream_.set_option(asio::ip::tcp::no_delay(true), ec);
+  reply_sent_ = true;
+  if (co_await write_reply(socks5::Reply::kSucceeded, rec_.remote.value_or(asio::ip::tcp::endpoint{}))) {
+    finish(CloseReason::kClientReset);
+    co_return;
+  }
+  co_await relay_and_finish();
+}
+
+// Accepts connections until one comes from an allowed peer; others are closed and audited.
+// Returns nullopt when the client's control connection ends first.
+asio::awaitable<std::optional<asio::ip::tcp::socket>> Session::accept_bind_peer(
+    asio::ip::tcp::acceptor& acceptor, const std::vector<policy::IpAddress>& expected,
+    bool any_peer, const policy::DecisionRequest& base) {
+  using namespace asio::experimental::awaitable_operators;
+  auto accept_one = [&]() -> asio::awaitable<std::optional<asio::ip::tcp::socket>> {
+    for (;;) {
+      asio::ip::tcp::endpoint from;
+      auto [ec, sock] = co_await acceptor.async_accept(from, kUse);
+      if (ec) co_return std::nullopt;
+      policy::IpAddress pa = to_policy_address(from.address());
+      bool ok;
+      std::string why;
+      if (any_peer) {
+        policy::DecisionRequest r = base;
+        r.address = pa;
+        policy::Decision d = snap_->policy->decide(r);
+        ok = d.allowed();
+        if (ok) {
+          rec_.rule_id = d.rule_id;
+          rec_.decision = "pass";
+        }
+        why = d.reason;
+      } else {
+        ok = std::find(expected.begin(), expected.end(), pa) != expected.end();
+        why = "BIND peer " + pa.to_string() + " is not the expected host";
+      }
+      if (ok) co_return std::move(sock);
+      json j = base_record("denied", rec_);
+      j["stage"] = "bind_peer";
+      j["peer"] = format_endpoint(from);
+      j["reason"] = why;
+      audit(std::move(j));
+      std::error_code ignored;
+      sock.close(ignored);
+    }
+  };
+  // The control connection: EOF or an error ends the wait; data the client sends early stays
+  // in the socket for the relay.
+  auto client_gone = [&]() -> asio::awaitable<void> {
+    auto [ec] = co_await channel_.socket().async_wait(asio::socket_base::wait_read, kUse);
+    if (!ec) {
+      uint8_t b;
+      ssize_t n = ::recv(channel_.socket().native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n > 0 || (n < 0 && errno == EAGAIN)) {
+        asio::steady_timer forever(co_await asio::this_coro::executor,
+                                   std::chrono::hours(24 * 365));
+        co_await forever.async_wait(kUse);
+      }
+    }
+  };
+  auto r = co_await (accept_one() || client_gone());
+  if (r.index() == 0) co_return std::move(std::get<0>(r));
+  co_return std::nullopt;
 }
 
 void Session::finish(CloseReason reason) {

@@ -23,6 +23,7 @@ enum class SessionPhase : uint8_t {
   kAuthentication,
   kRequest,
   kConnect,
+  kBindWait,
   kRelay,
   kClosed,
 };

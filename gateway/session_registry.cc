@@ -15,7 +15,7 @@ SessionRegistry::Admit SessionRegistry::admit(uint64_t id, const std::string& so
     return Admit::kSourceLimit;
   }
   ++n;
-  sessions_.emplace(id, Entry{source, {}, false, std::move(closer)});
+  sessions_.emplace(id, Entry{source, {}, false, false, std::move(closer)});
   return Admit::kOk;
 }
 
@@ -34,6 +34,21 @@ bool SessionRegistry::admit_user(uint64_t id, const std::string& user, uint32_t 
   return true;
 }
 
+bool SessionRegistry::admit_bind(uint64_t id, const std::string& user, uint32_t max_per_user) {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end() || it->second.bind_counted) return false;
+  uint32_t& n = binds_per_user_[user];
+  if (max_per_user != 0 && n >= max_per_user) {
+    if (n == 0) binds_per_user_.erase(user);
+    return false;
+  }
+  ++n;
+  it->second.bind_counted = true;
+  it->second.user = user;
+  return true;
+}
+
 void SessionRegistry::remove(uint64_t id) {
   std::lock_guard lock(mu_);
   auto it = sessions_.find(id);
@@ -44,6 +59,11 @@ void SessionRegistry::remove(uint64_t id) {
   if (it->second.user_counted) {
     if (auto u = per_user_.find(it->second.user); u != per_user_.end() && --u->second == 0) {
       per_user_.erase(u);
+    }
+  }
+  if (it->second.bind_counted) {
+    if (auto b = binds_per_user_.find(it->second.user); b != binds_per_user_.end() && --b->second == 0) {
+      binds_per_user_.erase(b);
     }
   }
   sessions_.erase(it);

@@ -22,6 +22,8 @@ class SessionRegistry {
               std::function<void()> closer);
   // Counts the session against `user`; false (and nothing counted) when the cap is reached.
   bool admit_user(uint64_t id, const std::string& user, uint32_t max_per_user);
+  // Counts an open BIND of session `id` against `user`; released by remove().
+  bool admit_bind(uint64_t id, const std::string& user, uint32_t max_per_user);
   void remove(uint64_t id);
 
   size_t active() const;
@@ -34,12 +36,14 @@ class SessionRegistry {
     std::string source;
     std::string user;
     bool user_counted = false;
+    bool bind_counted = false;
     std::function<void()> closer;
   };
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, Entry> sessions_;          // GUARDED_BY(mu_)
   std::unordered_map<std::string, uint32_t> per_source_;  // GUARDED_BY(mu_)
   std::unordered_map<std::string, uint32_t> per_user_;    // GUARDED_BY(mu_)
+  std::unordered_map<std::string, uint32_t> binds_per_user_;  // GUARDED_BY(mu_)
 };
 
 }  // namespace socksgate::gateway
