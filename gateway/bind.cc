@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <array>
-
 #include <asio/ip/v6_only.hpp>
 
 #include "crypto/secure.h"
@@ -15,7 +14,8 @@ std::error_code open_bind_listener(asio::ip::tcp::acceptor& acceptor,
   const uint32_t span = uint32_t{cfg.port_max} - cfg.port_min + 1;
   std::array<uint8_t, 4> r;
   crypto::random_bytes(r);
-  uint32_t start = ((uint32_t{r[0]} << 24) | (uint32_t{r[1]} << 16) | (uint32_t{r[2]} << 8) | r[3]) % span;
+  uint32_t start =
+      ((uint32_t{r[0]} << 24) | (uint32_t{r[1]} << 16) | (uint32_t{r[2]} << 8) | r[3]) % span;
   std::error_code ec = asio::error::address_in_use;
   // Random probing, then give up: a full range is an operational problem to report, not
   // something to spin on.

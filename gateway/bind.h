@@ -3,12 +3,11 @@
 // one connection from the peer the client named, for the client's reverse connection (FTP
 // active mode and the like).
 
+#include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
 #include <optional>
 #include <system_error>
 #include <vector>
-
-#include <asio/awaitable.hpp>
-#include <asio/ip/tcp.hpp>
 
 #include "gateway/config.h"
 

@@ -162,7 +162,8 @@ void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Confi
   std::set<std::string> names;
   std::set<std::pair<std::string, uint16_t>> endpoints;
   for (size_t i = 0; i < arr.size(); ++i) {
-    ObjectReader r(src, at / i, diags, {"name", "address", "port", "methods", "external", "comment"});
+    ObjectReader r(src, at / i, diags,
+                   {"name", "address", "port", "methods", "external", "udp_advertise", "comment"});
     if (!r.ok()) continue;
     ListenerConfig l;
     auto name = r.string("name", true);
@@ -190,10 +191,20 @@ void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Confi
       auto ip = policy::IpAddress::parse(*ext);
       if (!ip || ext->find('%') != std::string::npos || *ext == "0.0.0.0" || *ext == "::") {
         diags->push_back(src.at_value(r.ptr("external"),
-                                      "\"" + *ext + "\" is not a usable address for \"external\" "
-                                      "(a specific IP of this host, e.g. \"192.0.2.10\")"));
+                                      "\"" + *ext +
+                                          "\" is not a usable address for \"external\" "
+                                          "(a specific IP of this host, e.g. \"192.0.2.10\")"));
       }
       l.external = *ext;
+    }
+    if (auto adv = r.string("udp_advertise", false)) {
+      auto ip = policy::IpAddress::parse(*adv);
+      if (!ip || adv->find('%') != std::string::npos || *adv == "0.0.0.0" || *adv == "::") {
+        diags->push_back(
+            src.at_value(r.ptr("udp_advertise"),
+                         "\"" + *adv + "\" is not a usable address for \"udp_advertise\""));
+      }
+      l.udp_advertise = *adv;
     }
     if (!r.has("methods")) {
       diags->push_back(src.at_value(at / i, "missing required key \"methods\""));
@@ -301,7 +312,8 @@ void read_rest(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cf
       char dash = 0, extra = 0;
       int n = std::sscanf(p->c_str(), "%u%c%u%c", &lo, &dash, &hi, &extra);
       if (n != 3 || dash != '-' || lo < 1024 || hi > 65535 || lo > hi) {
-        diags->push_back(src.at_value(r.ptr("ports"), "\"ports\" must be \"MIN-MAX\" with 1024 <= MIN <= MAX <= 65535"));
+        diags->push_back(src.at_value(
+            r.ptr("ports"), "\"ports\" must be \"MIN-MAX\" with 1024 <= MIN <= MAX <= 65535"));
       } else {
         b.port_min = static_cast<uint16_t>(lo);
         b.port_max = static_cast<uint16_t>(hi);
@@ -309,6 +321,19 @@ void read_rest(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cf
     }
     read_duration(r, "timeout_s", 1, 86400, &b.timeout);
     if (auto v = r.integer("max_per_user", 0, 100000)) b.max_per_user = static_cast<uint32_t>(*v);
+  }
+  if (src.root().contains("udp")) {
+    ObjectReader r(src, Ptr("/udp"), diags,
+                   {"idle_timeout_s", "max_datagrams_per_s", "max_bytes_per_s", "max_destinations",
+                    "comment"});
+    auto& u = cfg->udp;
+    read_duration(r, "idle_timeout_s", 1, 86400, &u.idle_timeout);
+    if (auto v = r.integer("max_datagrams_per_s", 1, 10000000))
+      u.max_datagrams_per_s = static_cast<uint32_t>(*v);
+    if (auto v = r.integer("max_bytes_per_s", 1024, int64_t{1} << 40))
+      u.max_bytes_per_s = static_cast<uint64_t>(*v);
+    if (auto v = r.integer("max_destinations", 1, 1000000))
+      u.max_destinations = static_cast<uint32_t>(*v);
   }
   if (src.root().contains("threads")) {
     ObjectReader r(src, Ptr("/threads"), diags, {"io", "blocking", "blocking_queue", "resolver"});
@@ -369,8 +394,9 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
   if (!src) throw policy::LoadError(std::move(diags));
   auto cfg = std::make_shared<Config>();
   cfg->path = path;
-  ObjectReader top(*src, Ptr(), &diags,
-                   {"listeners", "auth", "policy", "audit", "limits", "bind", "threads", "comment"});
+  ObjectReader top(
+      *src, Ptr(), &diags,
+      {"listeners", "auth", "policy", "audit", "limits", "bind", "udp", "threads", "comment"});
   if (!top.ok()) throw policy::LoadError(std::move(diags));
 
   if (top.has("auth")) read_userpass(*src, &diags, cfg.get());

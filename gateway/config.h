@@ -26,12 +26,22 @@ struct ListenerConfig {
   // The gateway's address on the far side: BIND listeners are opened on it and it is what
   // BND.ADDR advertises. Empty = the local address of the client's connection.
   std::string external;
+  // UDP ASSOCIATE: the address BND advertises for the relay (NAT, load balancers). Empty = the
+  // address the relay socket is bound to (the one the client reached).
+  std::string udp_advertise;
+};
+
+struct UdpConfig {
+  std::chrono::seconds idle_timeout{300};
+  uint32_t max_datagrams_per_s = 20000;    // per association, each direction
+  uint64_t max_bytes_per_s = 64ull << 20;  // per association, each direction
+  uint32_t max_destinations = 1024;        // per association
 };
 
 // BIND (RFC 1928): where the gateway listens for the peer, and for how long.
 struct BindConfig {
-  uint16_t port_min = 49152;  // the range listeners are taken from (>= 1024, never a
-  uint16_t port_max = 65535;  // gateway listener's port)
+  uint16_t port_min = 49152;          // the range listeners are taken from (>= 1024, never a
+  uint16_t port_max = 65535;          // gateway listener's port)
   std::chrono::seconds timeout{120};  // for the expected peer to connect
   uint32_t max_per_user = 8;          // open BINDs per user (0 = unlimited)
 };
@@ -72,6 +82,7 @@ struct Config {
   AuditConfig audit;
   LimitsConfig limits;
   BindConfig bind;
+  UdpConfig udp;
   ThreadsConfig threads;
   std::string policy_file;  // resolved path, or empty when inline
 

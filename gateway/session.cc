@@ -1,14 +1,14 @@
 #include "gateway/session.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
-#include <asio/steady_timer.hpp>
 #include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
-#include <sys/socket.h>
-
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -24,6 +24,7 @@
 #include "gateway/relay.h"
 #include "gateway/socks5.h"
 #include "gateway/timeout.h"
+#include "gateway/udp_relay.h"
 #include "gateway/upstream.h"
 
 namespace socksgate::gateway {
@@ -164,6 +165,7 @@ class Session {
   policy::DecisionRequest decision_request(policy::Command cmd) const;
   asio::awaitable<void> run_connect();
   asio::awaitable<void> run_bind();
+  asio::awaitable<void> run_udp();
   asio::awaitable<std::optional<asio::ip::tcp::socket>> accept_bind_peer(
       asio::ip::tcp::acceptor& acceptor, const std::vector<policy::IpAddress>& expected,
       bool any_peer, const policy::DecisionRequest& base);
@@ -197,6 +199,7 @@ class Session {
   auth::Identity identity_;
   socks5::Request request_;
   bool reply_sent_ = false;
+  json extra_;  // command-specific fields for the session_end record
   bool aborted_ = false;
   bool admitted_ = false;
 };
@@ -315,11 +318,6 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
   rec_.port = request_.port;
   auto cmd = to_policy_command(request_.command);
   rec_.command = std::string(policy::to_string(*cmd));
-  if (*cmd == policy::Command::kUdpAssociate) {
-    // UDP ASSOCIATE arrives with its own change; until then, say so precisely.
-    co_await send_reply(socks5::Reply::kCommandNotSupported);
-    co_return CloseReason::kUnsupportedCommand;
-  }
   if (!identity_.user.empty() &&
       !state_.sessions.admit_user(numeric_id_, identity_.user, cfg.limits.max_sessions_per_user)) {
     json j = base_record("denied", rec_);
@@ -378,6 +376,8 @@ asio::awaitable<void> Session::run() {
 
   if (request_.command == static_cast<uint8_t>(socks5::Command::kBind)) {
     co_await run_bind();
+  } else if (request_.command == static_cast<uint8_t>(socks5::Command::kUdpAssociate)) {
+    co_await run_udp();
   } else {
     co_await run_connect();
   }
@@ -493,7 +493,8 @@ asio::awaitable<void> Session::run_bind() {
   asio::ip::tcp::acceptor acceptor(channel_.socket().get_executor());
   ec = open_bind_listener(acceptor, ext, cfg.bind, reserved);
   if (ec) {
-    log::warn("session ", rec_.id, ": BIND: cannot listen on ", ext.to_string(), ": ", ec.message());
+    log::warn("session ", rec_.id, ": BIND: cannot listen on ", ext.to_string(), ": ",
+              ec.message());
     co_await send_reply(socks5::Reply::kGeneralFailure);
     finish(CloseReason::kBindFailed);
     co_return;
@@ -505,8 +506,8 @@ asio::awaitable<void> Session::run_bind() {
   }
 
   rec_.phase = SessionPhase::kBindWait;
-  auto peer = co_await with_timeout(accept_bind_peer(acceptor, expected, any_peer, req),
-                                    cfg.bind.timeout);
+  auto peer =
+      co_await with_timeout(accept_bind_peer(acceptor, expected, any_peer, req), cfg.bind.timeout);
   acceptor.close(ec);
   reply_sent_ = false;  // the second reply is still due
   if (!peer) {
@@ -522,11 +523,64 @@ asio::awaitable<void> Session::run_bind() {
   rec_.remote = upstream_.remote_endpoint(ec);
   upstream_.set_option(asio::ip::tcp::no_delay(true), ec);
   reply_sent_ = true;
-  if (co_await write_reply(socks5::Reply::kSucceeded, rec_.remote.value_or(asio::ip::tcp::endpoint{}))) {
+  if (co_await write_reply(socks5::Reply::kSucceeded,
+                           rec_.remote.value_or(asio::ip::tcp::endpoint{}))) {
     finish(CloseReason::kClientReset);
     co_return;
   }
   co_await relay_and_finish();
+}
+
+// UDP ASSOCIATE: policy must allow some UDP destination for this user; then a relay socket on
+// the address the client reached, the reply, and datagrams until the control connection ends.
+asio::awaitable<void> Session::run_udp() {
+  const Config& cfg = *snap_->config;
+  rec_.phase = SessionPhase::kConnect;
+  policy::DecisionRequest req = decision_request(policy::Command::kUdpAssociate);
+  policy::Decision pre = snap_->policy->decide(req);
+  rec_.rule_id = pre.rule_id;
+  rec_.decision = pre.allowed() ? "pass" : "block";
+  if (!pre.allowed()) {
+    audit_denied("request", pre);
+    co_await send_reply(socks5::Reply::kNotAllowed);
+    finish(CloseReason::kPolicyDenied);
+    co_return;
+  }
+  // Where the client will send from: DST, or (zeros / a name) the control connection's address
+  // with the port learnt from its first datagram.
+  asio::ip::address client_ip = rec_.client.address();
+  if (request_.dst.type != socks5::AddressType::kDomain && !request_.dst.ip.is_unspecified()) {
+    client_ip = request_.dst.ip;
+  }
+  std::error_code ec;
+  asio::ip::address local = channel_.socket().local_endpoint(ec).address();
+  UdpSettings us{cfg.udp.idle_timeout, cfg.udp.max_datagrams_per_s, cfg.udp.max_bytes_per_s,
+                 cfg.udp.max_destinations};
+  UdpAssociation assoc(channel_.socket().get_executor(), client_ip, request_.port, req,
+                       *snap_->policy, state_.resolver, us, [this](json d) {
+                         json j = base_record("denied", rec_);
+                         j.update(d);
+                         j["decision"] = "block";
+                         audit(std::move(j));
+                       });
+  asio::ip::udp::endpoint relay;
+  if ((ec = assoc.open(local, &relay))) {
+    log::warn("session ", rec_.id, ": UDP: cannot open relay socket: ", ec.message());
+    co_await send_reply(socks5::Reply::kGeneralFailure);
+    finish(CloseReason::kInternalError);
+    co_return;
+  }
+  asio::ip::address advertised = relay.address();
+  if (!listener_->udp_advertise.empty())
+    advertised = asio::ip::make_address(listener_->udp_advertise, ec);
+  rec_.bound = asio::ip::tcp::endpoint(advertised, relay.port());
+  co_await send_reply(socks5::Reply::kSucceeded);
+  rec_.phase = SessionPhase::kRelay;
+  CloseReason reason = co_await assoc.run(channel_.socket());
+  rec_.bytes_up = assoc.counters().bytes_up;
+  rec_.bytes_down = assoc.counters().bytes_down;
+  extra_["udp"] = assoc.summary();
+  finish(reason);
 }
 
 // Accepts connections until one comes from an allowed peer; others are closed and audited.
@@ -604,6 +658,7 @@ void Session::finish(CloseReason reason) {
   j["duration_ms"] =
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - rec_.start).count();
   j["close_reason"] = to_string(reason);
+  if (extra_.is_object()) j.update(extra_);
   audit(std::move(j));
 }
 

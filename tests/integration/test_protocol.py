@@ -212,22 +212,6 @@ def test_unknown_address_type(gw, echo_server):
     assert_serves(gw, echo_server)
 
 
-@pytest.mark.parametrize("cmd,name", [(3, "udp")])
-def test_udp_not_implemented(gw, echo_server, cmd, name):
-    s = authed(gw)
-    cport = local_port(s)
-    dst = "0.0.0.0" if cmd == 3 else "127.0.0.1"
-    s.sendall(request(dst, 0 if cmd == 3 else echo_server.port, cmd=cmd))
-    rep, _, _ = read_reply(s)
-    assert rep == REP_CMD_NOT_SUPPORTED
-    assert wait_closed(s) == ("eof", b"")
-    s.close()
-    end = gw.wait_session_end(client_port=cport)
-    assert end["close_reason"] == "unsupported_command"
-    assert end["command"] == name
-    assert_serves(gw, echo_server)
-
-
 def test_connection_refused_upstream(gw, echo_server):
     """A loopback port nobody listens on: REP 05, audit connection_refused."""
     probe = socket.socket()

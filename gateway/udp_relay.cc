@@ -1,0 +1,305 @@
+#include "gateway/udp_relay.h"
+
+#include <algorithm>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/ip/v6_only.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <memory>
+
+#include "gateway/audit.h"
+#include "gateway/udp_header.h"
+#include "gateway/upstream.h"
+
+namespace socksgate::gateway {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using asio::ip::udp;
+constexpr auto kUse = asio::experimental::as_tuple(asio::use_awaitable);
+constexpr size_t kMaxDatagram = 65535;
+constexpr auto kNameTtl = std::chrono::seconds(60);
+
+std::string format_udp(const udp::endpoint& ep) {
+  std::string a = ep.address().to_string();
+  if (ep.address().is_v6()) a = "[" + a + "]";
+  return a + ":" + std::to_string(ep.port());
+}
+
+// Canonical form: IPv4-mapped IPv6 is IPv4 (what policy sees is what we send to).
+asio::ip::address canonical(const asio::ip::address& a) {
+  return to_asio_address(to_policy_address(a));
+}
+
+}  // namespace
+
+UdpAssociation::UdpAssociation(asio::any_io_executor ex, asio::ip::address client_ip,
+                               uint16_t client_port, policy::DecisionRequest base,
+                               const policy::Policy& pol, crypto::BlockingPool& resolver,
+                               UdpSettings settings, AuditFn denied_audit)
+    : ex_(ex),
+      client_ip_(canonical(client_ip)),
+      base_(std::move(base)),
+      policy_(pol),
+      resolver_(resolver),
+      settings_(settings),
+      denied_audit_(std::move(denied_audit)),
+      client_sock_(ex),
+      up4_(ex),
+      up6_(ex) {
+  if (client_port != 0) client_ep_ = udp::endpoint(client_ip_, client_port);
+  up_bucket_.datagrams = down_bucket_.datagrams = settings_.max_datagrams_per_s;
+  up_bucket_.bytes = down_bucket_.bytes = static_cast<double>(settings_.max_bytes_per_s);
+}
+
+std::error_code UdpAssociation::open(const asio::ip::address& bind_address, udp::endpoint* local) {
+  std::error_code ec;
+  udp::endpoint ep(bind_address, 0);
+  client_sock_.open(ep.protocol(), ec);
+  if (!ec && bind_address.is_v6()) client_sock_.set_option(asio::ip::v6_only(true), ec);
+  if (!ec) client_sock_.bind(ep, ec);
+  if (!ec) *local = client_sock_.local_endpoint(ec);
+  return ec;
+}
+
+udp::socket& UdpAssociation::upstream_for(const asio::ip::address& a) {
+  udp::socket& s = a.is_v4() ? up4_ : up6_;
+  if (!s.is_open()) {
+    std::error_code ec;
+    s.open(a.is_v4() ? udp::v4() : udp::v6(), ec);
+    if (!ec && a.is_v6()) s.set_option(asio::ip::v6_only(true), ec);
+    if (!ec) s.bind(udp::endpoint(a.is_v4() ? udp::v4() : udp::v6(), 0), ec);
+  }
+  return s;
+}
+
+bool UdpAssociation::take(bool up, size_t bytes) {
+  Bucket& b = up ? up_bucket_ : down_bucket_;
+  auto now = Clock::now();
+  double secs = std::chrono::duration<double>(now - b.last).count();
+  b.last = now;
+  b.datagrams = std::min<double>(settings_.max_datagrams_per_s,
+                                 b.datagrams + secs * settings_.max_datagrams_per_s);
+  b.bytes = std::min<double>(static_cast<double>(settings_.max_bytes_per_s),
+                             b.bytes + secs * static_cast<double>(settings_.max_bytes_per_s));
+  if (b.datagrams < 1 || b.bytes < static_cast<double>(bytes)) return false;
+  b.datagrams -= 1;
+  b.bytes -= static_cast<double>(bytes);
+  return true;
+}
+
+asio::awaitable<std::optional<udp::endpoint>> UdpAssociation::destination_for(
+    const socks5::Address& dst, uint16_t port) {
+  std::vector<asio::ip::address> candidates;
+  policy::DecisionRequest req = base_;
+  req.port = port;
+  if (dst.type == socks5::AddressType::kDomain) {
+    req.host = dst.domain;
+    auto it = names_.find(dst.domain);
+    if (it == names_.end() || it->second.expires <= Clock::now()) {
+      if (names_.size() >= settings_.max_destinations) names_.clear();
+      std::string err;
+      CloseReason why;
+      auto addrs = co_await resolve_host(dst.domain, resolver_, &err, &why);
+      it = names_.insert_or_assign(dst.domain, NameEntry{std::move(addrs), Clock::now() + kNameTtl})
+               .first;
+    }
+    candidates = it->second.addrs;
+    if (candidates.empty()) {
+      ++counters_.dropped_unresolved;
+      co_return std::nullopt;
+    }
+  } else {
+    candidates.push_back(dst.ip);
+  }
+  std::optional<policy::Decision> first_denial;
+  for (const auto& raw : candidates) {
+    udp::endpoint ep(canonical(raw), port);
+    auto known = decisions_.find(ep);
+    if (known != decisions_.end() && dst.type != socks5::AddressType::kDomain) {
+      if (known->second.allowed) co_return ep;
+      ++counters_.dropped_denied;
+      co_return std::nullopt;
+    }
+    req.address = to_policy_address(ep.address());
+    policy::Decision d = policy_.decide(req);
+    if (decisions_.size() < settings_.max_destinations * 4)
+      decisions_[ep] = {d.allowed(), d.rule_id};
+    if (d.allowed()) {
+      if (!flows_.contains(ep) && flows_.size() >= settings_.max_destinations) {
+        ++counters_.dropped_rate;  // a bounded flow table: no endless fan-out per association
+        co_return std::nullopt;
+      }
+      auto& flow = flows_[ep];
+      if (flow.rule.empty()) {
+        flow.rule = d.rule_id;
+        flow.host = req.host;
+      }
+      co_return ep;
+    }
+    if (!first_denial) first_denial = std::move(d);
+  }
+  ++counters_.dropped_denied;
+  if (first_denial && (known_denied_.insert(dst.to_string() + ":" + std::to_string(port)).second)) {
+    nlohmann::json j;
+    j["stage"] = "udp_destination";
+    j["rule"] = first_denial->rule_id;
+    j["reason"] = first_denial->reason;
+    j["host"] = dst.type == socks5::AddressType::kDomain ? escape_untrusted(dst.domain)
+                                                         : dst.ip.to_string();
+    j["port"] = port;
+    denied_audit_(std::move(j));
+  }
+  co_return std::nullopt;
+}
+
+asio::awaitable<void> UdpAssociation::client_loop() {
+  auto buf = std::make_unique<uint8_t[]>(kMaxDatagram);
+  std::vector<uint8_t> unused;
+  for (;;) {
+    udp::endpoint from;
+    auto [ec, n] =
+        co_await client_sock_.async_receive_from(asio::buffer(buf.get(), kMaxDatagram), from, kUse);
+    if (ec == asio::error::operation_aborted) co_return;
+    if (ec) continue;  // e.g. ICMP port unreachable surfacing as ECONNREFUSED
+    udp::endpoint src(canonical(from.address()), from.port());
+    // Only the association's client.
+    if (client_ep_) {
+      if (src != *client_ep_) {
+        ++counters_.dropped_foreign;
+        continue;
+      }
+    } else if (src.address() == client_ip_) {
+      client_ep_ = src;  // DST was zeros: the first datagram from the client's IP fixes it
+    } else {
+      ++counters_.dropped_foreign;
+      continue;
+    }
+    socks5::UdpHeader h;
+    if (socks5::parse_udp_header(std::span<const uint8_t>(buf.get(), n), &h)) {
+      ++counters_.dropped_malformed;
+      continue;
+    }
+    if (h.frag != 0) {
+      ++counters_.dropped_frag;
+      continue;
+    }
+    size_t payload = n - h.header_size;
+    if (!take(true, payload)) {
+      ++counters_.dropped_rate;
+      continue;
+    }
+    auto dest = co_await destination_for(h.dst, h.port);
+    if (!dest) continue;
+    udp::socket& out = upstream_for(dest->address());
+    auto [sec, sent] =
+        co_await out.async_send_to(asio::buffer(buf.get() + h.header_size, payload), *dest, kUse);
+    if (sec) continue;
+    last_activity_ = Clock::now();
+    ++counters_.datagrams_up;
+    counters_.bytes_up += sent;
+    auto& flow = flows_[*dest];
+    ++flow.datagrams_up;
+    flow.bytes_up += sent;
+    flow.last_seen = now_rfc3339();
+    if (flow.first_seen.empty()) flow.first_seen = flow.last_seen;
+  }
+}
+
+asio::awaitable<void> UdpAssociation::upstream_loop(udp::socket& sock) {
+  auto buf = std::make_unique<uint8_t[]>(kMaxDatagram);
+  std::vector<uint8_t> out;
+  for (;;) {
+    if (!sock.is_open()) {
+      // Opened on the first datagram to that family; check back shortly.
+      asio::steady_timer t(ex_, std::chrono::milliseconds(20));
+      auto [tec] = co_await t.async_wait(kUse);
+      if (tec) co_return;
+      continue;
+    }
+    udp::endpoint from;
+    auto [ec, n] =
+        co_await sock.async_receive_from(asio::buffer(buf.get(), kMaxDatagram - 262), from, kUse);
+    if (ec == asio::error::operation_aborted) co_return;
+    if (ec) continue;
+    udp::endpoint src(canonical(from.address()), from.port());
+    auto flow = flows_.find(src);
+    if (flow == flows_.end() || !client_ep_) {
+      ++counters_.dropped_unsolicited;
+      continue;
+    }
+    if (!take(false, n)) {
+      ++counters_.dropped_rate;
+      continue;
+    }
+    out.clear();
+    socks5::encode_udp_header(&out, src.address(), src.port());
+    out.insert(out.end(), buf.get(), buf.get() + n);
+    auto [sec, sent] = co_await client_sock_.async_send_to(asio::buffer(out), *client_ep_, kUse);
+    if (sec) continue;
+    last_activity_ = Clock::now();
+    ++counters_.datagrams_down;
+    counters_.bytes_down += n;
+    ++flow->second.datagrams_down;
+    flow->second.bytes_down += n;
+    flow->second.last_seen = now_rfc3339();
+  }
+}
+
+asio::awaitable<void> UdpAssociation::control_watch(asio::ip::tcp::socket& control) {
+  // The control connection carries nothing after the reply; any byte or EOF ends it, as
+  // does an error. (RFC 1928: the association terminates when the TCP connection does.)
+  uint8_t b;
+  co_await control.async_read_some(asio::buffer(&b, 1), kUse);
+}
+
+asio::awaitable<void> UdpAssociation::idle_watch() {
+  asio::steady_timer timer(ex_);
+  for (;;) {
+    auto deadline = last_activity_ + settings_.idle_timeout;
+    if (deadline <= Clock::now()) co_return;
+    timer.expires_at(deadline);
+    auto [ec] = co_await timer.async_wait(kUse);
+    if (ec) co_return;
+  }
+}
+
+asio::awaitable<CloseReason> UdpAssociation::run(asio::ip::tcp::socket& control) {
+  using namespace asio::experimental::awaitable_operators;
+  auto r = co_await (control_watch(control) || idle_watch() || client_loop() ||
+                     upstream_loop(up4_) || upstream_loop(up6_));
+  std::error_code ec;
+  client_sock_.close(ec);
+  up4_.close(ec);
+  up6_.close(ec);
+  co_return r.index() == 1 ? CloseReason::kIdleTimeout : CloseReason::kClientClosed;
+}
+
+nlohmann::json UdpAssociation::summary() const {
+  nlohmann::json dests = nlohmann::json::array();
+  for (const auto& [ep, f] : flows_) {
+    if (f.datagrams_up == 0 && f.datagrams_down == 0) continue;
+    nlohmann::json d = {{"address", format_udp(ep)},          {"rule", f.rule},
+                        {"datagrams_up", f.datagrams_up},     {"bytes_up", f.bytes_up},
+                        {"datagrams_down", f.datagrams_down}, {"bytes_down", f.bytes_down},
+                        {"first_seen", f.first_seen},         {"last_seen", f.last_seen}};
+    if (!f.host.empty()) d["host"] = escape_untrusted(f.host);
+    dests.push_back(std::move(d));
+  }
+  const auto& c = counters_;
+  return {{"destinations", std::move(dests)},
+          {"datagrams_up", c.datagrams_up},
+          {"datagrams_down", c.datagrams_down},
+          {"dropped",
+           {{"foreign_source", c.dropped_foreign},
+            {"fragmented", c.dropped_frag},
+            {"malformed", c.dropped_malformed},
+            {"denied", c.dropped_denied},
+            {"rate", c.dropped_rate},
+            {"unsolicited", c.dropped_unsolicited},
+            {"unresolved", c.dropped_unresolved}}}};
+}
+
+}  // namespace socksgate::gateway

@@ -1,0 +1,130 @@
+#pragma once
+// UDP ASSOCIATE (RFC 1928 section 7): one association per control connection.
+//
+// - The client-facing socket is bound to the address the client reached (so a client behind
+//   NAT sends to a reachable address; BND may advertise another one, see the listener's
+//   `udp_advertise`). Only datagrams from the association's client are accepted: from the
+//   address:port the request named, or — when it named zeros — from the first datagram sent
+//   from the control connection's IP. Everything else is dropped and counted.
+// - FRAG != 0 is dropped and counted (fragmentation is optional in the RFC; nobody uses it).
+// - Every destination goes through policy (command `udp`), names resolved by the gateway and
+//   each address decided, exactly as for CONNECT; decisions are cached per association (the
+//   policy snapshot cannot change under it). Denied destinations are dropped and audited once.
+// - Replies are accepted only from destinations the client has sent to, and reach the client
+//   with the sender's address in the UDP header.
+// - Per-association caps: datagrams/s and bytes/s both ways (token buckets): no amplification.
+// - The association ends when the control connection closes, or after the idle timeout.
+//
+// Runs on the session's executor; no locks.
+
+#include <asio/awaitable.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/ip/udp.hpp>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "crypto/blocking_pool.h"
+#include "gateway/close_reason.h"
+#include "gateway/socks5.h"
+#include "policy/policy.h"
+
+namespace socksgate::gateway {
+
+struct UdpSettings {
+  std::chrono::seconds idle_timeout{300};
+  uint32_t max_datagrams_per_s = 20000;    // each direction
+  uint64_t max_bytes_per_s = 64ull << 20;  // each direction
+  size_t max_destinations = 1024;          // distinct destinations tracked per association
+};
+
+struct UdpCounters {
+  uint64_t datagrams_up = 0, bytes_up = 0, datagrams_down = 0, bytes_down = 0;
+  uint64_t dropped_foreign = 0;      // not from the association's client
+  uint64_t dropped_frag = 0;         // FRAG != 0
+  uint64_t dropped_malformed = 0;    // bad header
+  uint64_t dropped_denied = 0;       // policy said no
+  uint64_t dropped_rate = 0;         // over the caps
+  uint64_t dropped_unsolicited = 0;  // a "reply" from a host the client never sent to
+  uint64_t dropped_unresolved = 0;
+};
+
+struct UdpFlow {
+  uint64_t datagrams_up = 0, bytes_up = 0, datagrams_down = 0, bytes_down = 0;
+  std::string first_seen, last_seen;
+  std::string rule;
+  std::string host;  // the name the client used, if any
+};
+
+class UdpAssociation {
+ public:
+  using AuditFn = std::function<void(nlohmann::json)>;
+
+  // `client_ip`: the control connection's peer; `client_port`: 0 when the request had zeros.
+  // `bind_address`: the local address of the control connection. `base`: the decision request
+  // (user, method, listener, client, command udp).
+  UdpAssociation(asio::any_io_executor ex, asio::ip::address client_ip, uint16_t client_port,
+                 policy::DecisionRequest base, const policy::Policy& pol,
+                 crypto::BlockingPool& resolver, UdpSettings settings, AuditFn denied_audit);
+
+  // Opens the client-facing socket; returns its local endpoint (or an error).
+  std::error_code open(const asio::ip::address& bind_address, asio::ip::udp::endpoint* local);
+
+  // Relays until `control` reaches EOF/error or the idle timeout. Returns why it ended.
+  asio::awaitable<CloseReason> run(asio::ip::tcp::socket& control);
+
+  const UdpCounters& counters() const { return counters_; }
+  // {"destinations": [...], "dropped": {...}} for the session_end record.
+  nlohmann::json summary() const;
+
+ private:
+  struct Decided {
+    bool allowed = false;
+    std::string rule;
+  };
+  asio::awaitable<void> client_loop();
+  asio::awaitable<void> upstream_loop(asio::ip::udp::socket& sock);
+  asio::awaitable<void> control_watch(asio::ip::tcp::socket& control);
+  asio::awaitable<void> idle_watch();
+  // The allowed endpoint for a client's destination (resolving and deciding as needed), or
+  // nullopt (dropped; counted and, the first time, audited).
+  asio::awaitable<std::optional<asio::ip::udp::endpoint>> destination_for(
+      const socks5::Address& dst, uint16_t port);
+  bool take(bool up, size_t bytes);
+  asio::ip::udp::socket& upstream_for(const asio::ip::address& a);
+
+  asio::any_io_executor ex_;
+  asio::ip::address client_ip_;
+  std::optional<asio::ip::udp::endpoint> client_ep_;
+  policy::DecisionRequest base_;
+  const policy::Policy& policy_;
+  crypto::BlockingPool& resolver_;
+  UdpSettings settings_;
+  AuditFn denied_audit_;
+  asio::ip::udp::socket client_sock_;
+  asio::ip::udp::socket up4_;
+  asio::ip::udp::socket up6_;
+  UdpCounters counters_;
+  std::map<asio::ip::udp::endpoint, UdpFlow> flows_;
+  std::map<asio::ip::udp::endpoint, Decided> decisions_;
+  struct NameEntry {
+    std::vector<asio::ip::address> addrs;
+    std::chrono::steady_clock::time_point expires;
+  };
+  std::map<std::string, NameEntry> names_;
+  std::set<std::string> known_denied_;  // destinations already audited as denied
+  std::chrono::steady_clock::time_point last_activity_ = std::chrono::steady_clock::now();
+  // Token buckets, per direction.
+  struct Bucket {
+    double datagrams = 0, bytes = 0;
+    std::chrono::steady_clock::time_point last = std::chrono::steady_clock::now();
+  };
+  Bucket up_bucket_, down_bucket_;
+};
+
+}  // namespace socksgate::gateway
