@@ -31,6 +31,7 @@ constexpr std::array<CloseInfo, static_cast<size_t>(CloseReason::kCount_)> kTabl
     {"bind_timeout", Reply::kHostUnreachable},
     {"bind_failed", Reply::kGeneralFailure},
     {"limit:binds", Reply::kNotAllowed},
+    {"socks4_disabled", Reply::kNotAllowed},
     {"shutdown", Reply::kGeneralFailure},
     {"busy", Reply::kGeneralFailure},
     {"internal_error", Reply::kGeneralFailure},

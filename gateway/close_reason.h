@@ -35,9 +35,10 @@ enum class CloseReason : uint8_t {
   kTtlExpired,          // REP 06
   kConnectTimeout,      // REP 04 (RFC 1928 has no better code)
   kConnectFailed,       // REP 01
-  kBindTimeout,  // BIND: the expected peer did not connect in time (REP 04)
-  kBindFailed,   // BIND: no listening port could be opened (REP 01)
-  kLimitBinds,   // BIND: the user\'s cap on open BINDs (REP 02)
+  kBindTimeout,         // BIND: the expected peer did not connect in time (REP 04)
+  kBindFailed,          // BIND: no listening port could be opened (REP 01)
+  kLimitBinds,          // BIND: the user\'s cap on open BINDs (REP 02)
+  kSocks4Disabled,      // a SOCKS4 request on a listener without SOCKS4 (00 5B)
   kShutdown,            // the gateway stopped while the session ran
   kBusy,                // the blocking pool was full
   kInternalError,

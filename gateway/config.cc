@@ -162,8 +162,9 @@ void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Confi
   std::set<std::string> names;
   std::set<std::pair<std::string, uint16_t>> endpoints;
   for (size_t i = 0; i < arr.size(); ++i) {
-    ObjectReader r(src, at / i, diags,
-                   {"name", "address", "port", "methods", "external", "udp_advertise", "comment"});
+    ObjectReader r(
+        src, at / i, diags,
+        {"name", "address", "port", "methods", "external", "udp_advertise", "socks4", "comment"});
     if (!r.ok()) continue;
     ListenerConfig l;
     auto name = r.string("name", true);
@@ -197,6 +198,7 @@ void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Confi
       }
       l.external = *ext;
     }
+    if (auto v4 = r.boolean("socks4")) l.socks4 = *v4;
     if (auto adv = r.string("udp_advertise", false)) {
       auto ip = policy::IpAddress::parse(*adv);
       if (!ip || adv->find('%') != std::string::npos || *adv == "0.0.0.0" || *adv == "::") {

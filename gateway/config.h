@@ -29,6 +29,8 @@ struct ListenerConfig {
   // UDP ASSOCIATE: the address BND advertises for the relay (NAT, load balancers). Empty = the
   // address the relay socket is bound to (the one the client reached).
   std::string udp_advertise;
+  // Accept SOCKS4/4a (no authentication: identity "anonymous", method "socks4"). Off by default.
+  bool socks4 = false;
 };
 
 struct UdpConfig {

@@ -22,6 +22,7 @@
 #include "gateway/bind.h"
 #include "gateway/log.h"
 #include "gateway/relay.h"
+#include "gateway/socks4.h"
 #include "gateway/socks5.h"
 #include "gateway/timeout.h"
 #include "gateway/udp_relay.h"
@@ -159,6 +160,7 @@ class Session {
 
  private:
   asio::awaitable<std::optional<CloseReason>> negotiate();
+  asio::awaitable<std::optional<CloseReason>> negotiate_socks4();
   asio::awaitable<void> send_reply(socks5::Reply rep);
   asio::awaitable<std::error_code> write_reply(socks5::Reply rep,
                                                const asio::ip::tcp::endpoint& ep);
@@ -199,7 +201,8 @@ class Session {
   auth::Identity identity_;
   socks5::Request request_;
   bool reply_sent_ = false;
-  json extra_;  // command-specific fields for the session_end record
+  bool socks4_ = false;  // the client speaks SOCKS4/4a: replies are `00 5A|5B`
+  json extra_;           // command-specific fields for the session_end record
   bool aborted_ = false;
   bool admitted_ = false;
 };
@@ -219,6 +222,10 @@ asio::awaitable<void> Session::send_reply(socks5::Reply rep) {
 
 asio::awaitable<std::error_code> Session::write_reply(socks5::Reply rep,
                                                       const asio::ip::tcp::endpoint& ep) {
+  if (socks4_) {
+    auto bytes = socks4::encode_reply(rep == socks5::Reply::kSucceeded, ep);
+    co_return co_await channel_.write_all(bytes);
+  }
   auto bytes = socks5::encode_reply(rep, ep);
   co_return co_await channel_.write_all(bytes);
 }
@@ -240,8 +247,20 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
   const Config& cfg = *snap_->config;
   // RFC 1928 section 3: method selection.
   rec_.phase = SessionPhase::kMethodSelection;
-  socks5::Greeting greeting;
+  // The first byte says which protocol: 05 SOCKS5, 04 SOCKS4/4a.
+  uint8_t version = 0;
   std::error_code ec = co_await channel_.read_message(
+      [&](std::span<const uint8_t> in, size_t* consumed) -> std::error_code {
+        if (in.empty()) return crypto::ParseErrc::kNeedMore;
+        version = in[0];
+        *consumed = 0;
+        return {};
+      },
+      1);
+  if (ec) co_return from_client_read_error(ec);
+  if (version == socks4::kVersion) co_return co_await negotiate_socks4();
+  socks5::Greeting greeting;
+  ec = co_await channel_.read_message(
       [&](std::span<const uint8_t> in, size_t* consumed) {
         return socks5::parse_greeting(in, &greeting, consumed);
       },
@@ -327,6 +346,50 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
     co_await send_reply(socks5::Reply::kNotAllowed);
     co_return CloseReason::kLimitSessions;
   }
+  co_return std::nullopt;
+}
+
+// SOCKS4/4a: no authentication, so the identity is anonymous with method "socks4" (the
+// USERID field is recorded, never trusted) and only rules naming "socks4" apply. Off unless
+// the listener enables it.
+asio::awaitable<std::optional<CloseReason>> Session::negotiate_socks4() {
+  socks4_ = true;
+  rec_.method = "socks4";
+  rec_.phase = SessionPhase::kRequest;
+  socks4::Request r4;
+  std::error_code ec = co_await channel_.read_message(
+      [&](std::span<const uint8_t> in, size_t* consumed) {
+        return socks4::parse_request(in, &r4, consumed);
+      },
+      socks4::kMaxRequestSize);
+  if (ec.category() == socks4::category()) {
+    co_await send_reply(socks5::Reply::kGeneralFailure);
+    co_return ec == socks4::Errc::kUnknownCommand ? CloseReason::kUnsupportedCommand
+                                                  : CloseReason::kProtocolError;
+  }
+  if (ec) co_return from_client_read_error(ec);
+  extra_["socks4_userid"] = escape_untrusted(r4.user_id);
+  request_.command = r4.command;
+  request_.port = r4.port;
+  if (!r4.host.empty()) {
+    request_.dst.type = socks5::AddressType::kDomain;
+    request_.dst.domain = r4.host;
+  } else {
+    request_.dst.type = socks5::AddressType::kIpv4;
+    request_.dst.ip = r4.ip;
+  }
+  rec_.requested = request_.dst;
+  rec_.port = request_.port;
+  rec_.command = std::string(policy::to_string(*to_policy_command(request_.command)));
+  if (!listener_->socks4) {
+    json j = base_record("denied", rec_);
+    j["stage"] = "protocol";
+    j["reason"] = "SOCKS4 is not enabled on listener " + rec_.listener;
+    audit(std::move(j));
+    co_await send_reply(socks5::Reply::kNotAllowed);
+    co_return CloseReason::kSocks4Disabled;
+  }
+  identity_.method = "socks4";
   co_return std::nullopt;
 }
 

@@ -17,7 +17,8 @@ using Ptr = json::json_pointer;
 
 constexpr size_t kMaxIdLength = 128;
 constexpr std::array<std::string_view, 2> kReservedIds = {"default-deny", "no-client-rules"};
-constexpr std::array<std::string_view, 4> kMethods = {"none", "userpass", "gssapi", "certificate"};
+constexpr std::array<std::string_view, 5> kMethods = {"none", "userpass", "gssapi", "certificate",
+                                                      "socks4"};
 
 constexpr std::string_view kTopKeys[] = {"groups", "client_rules", "rules"};
 constexpr std::string_view kClientRuleKeys[] = {"id", "action", "from", "listeners", "comment"};
@@ -465,7 +466,7 @@ class PolicyLoader {
       for_each_string(*arr, p, "methods", [&](const std::string& s, const Ptr& ep) {
         if (std::find(kMethods.begin(), kMethods.end(), s) == kMethods.end()) {
           error_value(ep, "unknown method " + quote(s) +
-                              " (expected one of: none, userpass, gssapi, certificate)");
+                              " (expected one of: none, userpass, gssapi, certificate, socks4)");
           return false;
         }
         methods.push_back(s);

@@ -100,6 +100,9 @@ Miss check_rule(const CompiledPolicy& p, const Rule& rule, const DecisionRequest
     return Miss::kGroups;
   }
   if (rule.methods && !contains(*rule.methods, r.method)) return Miss::kMethods;
+  // SOCKS4 carries no authentication: only rules that name the method apply to it, so no
+  // rule written for authenticated users can be reached by an unauthenticated protocol.
+  if (!rule.methods && r.method == "socks4") return Miss::kMethods;
   if (rule.listeners && !contains(*rule.listeners, r.listener)) return Miss::kListeners;
   if (rule.from && !any_contains(*rule.from, r.client)) return Miss::kFrom;
   if ((rule.commands & command_bit(r.command)) == 0) return Miss::kCommands;
@@ -224,6 +227,7 @@ std::string miss_detail(const CompiledPolicy& p, const Rule& rule, Miss miss,
     case Miss::kGroups:
       return "groups: none of " + user_groups(p, r) + " in " + list(*rule.groups);
     case Miss::kMethods:
+      if (!rule.methods) return "methods: socks4 requests match only rules that name \"socks4\"";
       return "methods: " + quote_for_message(r.method) + " not in " + list(*rule.methods);
     case Miss::kListeners:
       return "listeners: " + quote_for_message(r.listener) + " not in " + list(*rule.listeners);

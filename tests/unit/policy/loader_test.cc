@@ -169,7 +169,7 @@ TEST(LoaderTest, SelectorShapeErrors) {
 TEST(LoaderTest, MethodsAndCommands) {
   EXPECT_THAT(rule_errors(R"({"id": "a", "action": "pass", "methods": ["userpass", "kerberos"]})"),
               ElementsAre("2:55: unknown method \"kerberos\" (expected one of: none, userpass, "
-                          "gssapi, certificate)"));
+                          "gssapi, certificate, socks4)"));
   EXPECT_THAT(rule_errors(R"({"id": "a", "action": "pass", "commands": ["udp_associate"]})"),
               ElementsAre("2:44: unknown command \"udp_associate\" (expected one of: connect, "
                           "bind, udp)"));

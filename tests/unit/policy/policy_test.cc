@@ -454,3 +454,26 @@ TEST(PolicyTest, MovedPolicyStaysUsable) {
 
 }  // namespace
 }  // namespace socksgate::policy
+
+namespace socksgate::policy {
+namespace {
+
+TEST(Socks4Policy, OnlyRulesNamingSocks4Apply) {
+  Policy p = load_policy_text("p.json", R"({"rules": [
+    {"id": "everyone", "action": "pass", "to": ["127.0.0.1/32"]},
+    {"id": "legacy", "action": "pass", "methods": ["socks4"], "to": ["127.0.0.2/32"]}]})");
+  DecisionRequest r;
+  r.method = "socks4";
+  r.address = IpAddress::parse("127.0.0.1");
+  r.port = 80;
+  EXPECT_FALSE(p.decide(r).allowed()) << "a rule without a methods selector is not for SOCKS4";
+  r.address = IpAddress::parse("127.0.0.2");
+  EXPECT_EQ(p.decide(r).rule_id, "legacy");
+  r.method = "userpass";
+  r.user = "alice";
+  r.address = IpAddress::parse("127.0.0.1");
+  EXPECT_EQ(p.decide(r).rule_id, "everyone");
+}
+
+}  // namespace
+}  // namespace socksgate::policy
