@@ -16,6 +16,7 @@
 #include <tuple>
 
 #include "crypto/password_hash.h"
+#include "gateway/interfaces.h"
 
 namespace socksgate::gateway {
 namespace {
@@ -178,25 +179,34 @@ void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Confi
       l.name = *name;
     }
     if (address) {
+      // An IP literal, or an interface name resolved now (and again on every reload).
       auto ip = policy::IpAddress::parse(*address);
-      if (!ip || address->find('%') != std::string::npos) {
-        diags->push_back(
-            src.at_value(r.ptr("address"), "\"" + *address +
-                                               "\" is not an IP address (use e.g. "
-                                               "\"127.0.0.1\", \"::1\", \"0.0.0.0\")"));
+      l.address_spec = *address;
+      if (ip && address->find('%') == std::string::npos) {
+        l.address = *address;
+      } else if (auto h = resolve_host_addresses(*address); h && !ip) {
+        l.address = (h->v4 ? *h->v4 : *h->v6).to_string();
+      } else {
+        diags->push_back(src.at_value(
+            r.ptr("address"), "\"" + *address +
+                                  "\" is neither an IP address (e.g. \"127.0.0.1\", \"::1\", "
+                                  "\"0.0.0.0\") nor an interface of this host with an address"));
       }
-      l.address = *address;
     }
     if (port) l.port = static_cast<uint16_t>(*port);
     if (auto ext = r.string("external", false)) {
-      auto ip = policy::IpAddress::parse(*ext);
-      if (!ip || ext->find('%') != std::string::npos || *ext == "0.0.0.0" || *ext == "::") {
+      auto h = resolve_host_addresses(*ext);
+      bool wildcard = *ext == "0.0.0.0" || *ext == "::";
+      if (!h || wildcard) {
         diags->push_back(src.at_value(r.ptr("external"),
                                       "\"" + *ext +
-                                          "\" is not a usable address for \"external\" "
-                                          "(a specific IP of this host, e.g. \"192.0.2.10\")"));
+                                          "\" is not a usable address for \"external\" (an IP "
+                                          "of this host, e.g. \"192.0.2.10\", or an interface "
+                                          "name, e.g. \"eth1\")"));
+      } else {
+        l.external = *ext;
+        l.external_addrs = *h;
       }
-      l.external = *ext;
     }
     if (auto v4 = r.boolean("socks4")) l.socks4 = *v4;
     if (auto adv = r.string("udp_advertise", false)) {
@@ -483,6 +493,17 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
       if (throttle) throttle->configure(cfg->userpass->throttle);
       snap.backends.userpass = std::make_shared<const auth::userpass::UserPassBackend>(
           std::move(pf), cfg->userpass->settings, throttle);
+    }
+  }
+  if (!diags.empty()) throw policy::LoadError(std::move(diags));
+  for (const auto& e : pol->egress_names()) {
+    auto h = resolve_host_addresses(e);
+    if (!h) {
+      diags.push_back(src->at_value(Ptr("/policy"), "a rule's \"egress\": \"" + e +
+                                                        "\" is neither an IP address nor an "
+                                                        "interface of this host with an address"));
+    } else {
+      snap.egress.emplace(e, *h);
     }
   }
   if (!diags.empty()) throw policy::LoadError(std::move(diags));

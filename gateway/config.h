@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,18 +15,21 @@
 
 #include "auth/registry.h"
 #include "auth/userpass/userpass_authenticator.h"
+#include "gateway/interfaces.h"
 #include "policy/policy.h"
 
 namespace socksgate::gateway {
 
 struct ListenerConfig {
   std::string name;
-  std::string address;               // IP literal ("127.0.0.1", "::1", "0.0.0.0", "::")
+  std::string address;               // IP literal ("127.0.0.1", "::1", "0.0.0.0", "::"), resolved
+  std::string address_spec;          // as written: the IP, or an interface name
   uint16_t port = 1080;              // 0 = any free port (tests)
   std::vector<std::string> methods;  // ordered by preference
   // The gateway's address on the far side: BIND listeners are opened on it and it is what
   // BND.ADDR advertises. Empty = the local address of the client's connection.
   std::string external;
+  HostAddresses external_addrs;  // `external` resolved (IP or interface name)
   // UDP ASSOCIATE: the address BND advertises for the relay (NAT, load balancers). Empty = the
   // address the relay socket is bound to (the one the client reached).
   std::string udp_advertise;
@@ -97,6 +101,8 @@ struct Snapshot {
   std::shared_ptr<const Config> config;
   std::shared_ptr<const policy::Policy> policy;
   auth::AuthBackends backends;
+  // Every rule "egress" (IP or interface name) resolved to addresses at load time.
+  std::map<std::string, HostAddresses, std::less<>> egress;
 };
 
 // Loads and validates `path` and the files it names (policy, password file). Throws

@@ -452,7 +452,8 @@ asio::awaitable<void> Session::run_connect() {
   rec_.phase = SessionPhase::kConnect;
   ConnectOutcome oc = co_await connect_upstream(
       request_.dst, request_.port, decision_request(policy::Command::kConnect), *snap_->policy,
-      state_.resolver, cfg.limits.connect_timeout, &upstream_);
+      state_.resolver, cfg.limits.connect_timeout,
+      EgressSources{&listener_->external_addrs, &snap_->egress}, &upstream_);
   rec_.rule_id = oc.decision.rule_id;
   rec_.decision = oc.decision.allowed() ? "pass" : "block";
   if (oc.remote) rec_.remote = oc.remote;
@@ -548,9 +549,11 @@ asio::awaitable<void> Session::run_bind() {
 
   // Listen on the external address (default: where the client reached us).
   std::error_code ec;
-  asio::ip::address ext = listener_->external.empty()
-                              ? channel_.socket().local_endpoint(ec).address()
-                              : asio::ip::make_address(listener_->external, ec);
+  asio::ip::address ext = channel_.socket().local_endpoint(ec).address();
+  if (!listener_->external_addrs.empty()) {
+    const auto& h = listener_->external_addrs;
+    ext = h.for_family(ext.is_v6()).value_or(h.v4 ? *h.v4 : *h.v6);
+  }
   std::vector<uint16_t> reserved;
   for (const auto& l : cfg.listeners) reserved.push_back(l.port);
   asio::ip::tcp::acceptor acceptor(channel_.socket().get_executor());
@@ -600,7 +603,7 @@ asio::awaitable<void> Session::run_udp() {
   const Config& cfg = *snap_->config;
   rec_.phase = SessionPhase::kConnect;
   policy::DecisionRequest req = decision_request(policy::Command::kUdpAssociate);
-  policy::Decision pre = snap_->policy->decide(req);
+  policy::Decision pre = snap_->policy->decide_any_destination(req);
   rec_.rule_id = pre.rule_id;
   rec_.decision = pre.allowed() ? "pass" : "block";
   if (!pre.allowed()) {
@@ -618,7 +621,7 @@ asio::awaitable<void> Session::run_udp() {
   std::error_code ec;
   asio::ip::address local = channel_.socket().local_endpoint(ec).address();
   UdpSettings us{cfg.udp.idle_timeout, cfg.udp.max_datagrams_per_s, cfg.udp.max_bytes_per_s,
-                 cfg.udp.max_destinations};
+                 cfg.udp.max_destinations, listener_->external_addrs};
   UdpAssociation assoc(channel_.socket().get_executor(), client_ip, request_.port, req,
                        *snap_->policy, state_.resolver, us, [this](json d) {
                          json j = base_record("denied", rec_);

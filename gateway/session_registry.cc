@@ -62,7 +62,8 @@ void SessionRegistry::remove(uint64_t id) {
     }
   }
   if (it->second.bind_counted) {
-    if (auto b = binds_per_user_.find(it->second.user); b != binds_per_user_.end() && --b->second == 0) {
+    if (auto b = binds_per_user_.find(it->second.user);
+        b != binds_per_user_.end() && --b->second == 0) {
       binds_per_user_.erase(b);
     }
   }

@@ -40,9 +40,9 @@ class SessionRegistry {
     std::function<void()> closer;
   };
   mutable std::mutex mu_;
-  std::unordered_map<uint64_t, Entry> sessions_;          // GUARDED_BY(mu_)
-  std::unordered_map<std::string, uint32_t> per_source_;  // GUARDED_BY(mu_)
-  std::unordered_map<std::string, uint32_t> per_user_;    // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, Entry> sessions_;              // GUARDED_BY(mu_)
+  std::unordered_map<std::string, uint32_t> per_source_;      // GUARDED_BY(mu_)
+  std::unordered_map<std::string, uint32_t> per_user_;        // GUARDED_BY(mu_)
   std::unordered_map<std::string, uint32_t> binds_per_user_;  // GUARDED_BY(mu_)
 };
 

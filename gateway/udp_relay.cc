@@ -70,7 +70,10 @@ udp::socket& UdpAssociation::upstream_for(const asio::ip::address& a) {
     std::error_code ec;
     s.open(a.is_v4() ? udp::v4() : udp::v6(), ec);
     if (!ec && a.is_v6()) s.set_option(asio::ip::v6_only(true), ec);
-    if (!ec) s.bind(udp::endpoint(a.is_v4() ? udp::v4() : udp::v6(), 0), ec);
+    auto src = settings_.source.for_family(a.is_v6());
+    udp::endpoint local =
+        src ? udp::endpoint(*src, 0) : udp::endpoint(a.is_v4() ? udp::v4() : udp::v6(), 0);
+    if (!ec) s.bind(local, ec);
   }
   return s;
 }
@@ -97,6 +100,13 @@ asio::awaitable<std::optional<udp::endpoint>> UdpAssociation::destination_for(
   req.port = port;
   if (dst.type == socks5::AddressType::kDomain) {
     req.host = dst.domain;
+    // A name no rule could allow is refused before any DNS query, as for CONNECT.
+    policy::Decision pre = policy_.decide(req);
+    if (!pre.allowed()) {
+      ++counters_.dropped_denied;
+      audit_denied_once(dst, port, pre);
+      co_return std::nullopt;
+    }
     auto it = names_.find(dst.domain);
     if (it == names_.end() || it->second.expires <= Clock::now()) {
       if (names_.size() >= settings_.max_destinations) names_.clear();
@@ -129,7 +139,7 @@ asio::awaitable<std::optional<udp::endpoint>> UdpAssociation::destination_for(
       decisions_[ep] = {d.allowed(), d.rule_id};
     if (d.allowed()) {
       if (!flows_.contains(ep) && flows_.size() >= settings_.max_destinations) {
-        ++counters_.dropped_rate;  // a bounded flow table: no endless fan-out per association
+        ++counters_.dropped_destinations;  // a bounded flow table: no endless fan-out
         co_return std::nullopt;
       }
       auto& flow = flows_[ep];
@@ -142,17 +152,24 @@ asio::awaitable<std::optional<udp::endpoint>> UdpAssociation::destination_for(
     if (!first_denial) first_denial = std::move(d);
   }
   ++counters_.dropped_denied;
-  if (first_denial && (known_denied_.insert(dst.to_string() + ":" + std::to_string(port)).second)) {
-    nlohmann::json j;
-    j["stage"] = "udp_destination";
-    j["rule"] = first_denial->rule_id;
-    j["reason"] = first_denial->reason;
-    j["host"] = dst.type == socks5::AddressType::kDomain ? escape_untrusted(dst.domain)
-                                                         : dst.ip.to_string();
-    j["port"] = port;
-    denied_audit_(std::move(j));
-  }
+  if (first_denial) audit_denied_once(dst, port, *first_denial);
   co_return std::nullopt;
+}
+
+void UdpAssociation::audit_denied_once(const socks5::Address& dst, uint16_t port,
+                                       const policy::Decision& d) {
+  // One record per denied destination, and a bounded number of them per association: the
+  // counters carry the rest, so a client cannot flood the audit log.
+  if (known_denied_.size() >= settings_.max_destinations) return;
+  if (!known_denied_.insert(dst.to_string() + ":" + std::to_string(port)).second) return;
+  nlohmann::json j;
+  j["stage"] = "udp_destination";
+  j["rule"] = d.rule_id;
+  j["reason"] = d.reason;
+  j["host"] =
+      dst.type == socks5::AddressType::kDomain ? escape_untrusted(dst.domain) : dst.ip.to_string();
+  j["port"] = port;
+  denied_audit_(std::move(j));
 }
 
 asio::awaitable<void> UdpAssociation::client_loop() {
@@ -221,13 +238,20 @@ asio::awaitable<void> UdpAssociation::upstream_loop(udp::socket& sock) {
     }
     udp::endpoint from;
     auto [ec, n] =
-        co_await sock.async_receive_from(asio::buffer(buf.get(), kMaxDatagram - 262), from, kUse);
+        co_await sock.async_receive_from(asio::buffer(buf.get(), kMaxDatagram), from, kUse);
     if (ec == asio::error::operation_aborted) co_return;
     if (ec) continue;
     udp::endpoint src(canonical(from.address()), from.port());
     auto flow = flows_.find(src);
     if (flow == flows_.end() || !client_ep_) {
       ++counters_.dropped_unsolicited;
+      continue;
+    }
+    // The reply plus its header must fit one datagram to the client; never cut it short.
+    size_t header = src.address().is_v4() ? 10 : 22;
+    size_t limit = client_ep_->address().is_v4() ? 65507 : 65527;
+    if (n + header > limit) {
+      ++counters_.dropped_oversize;
       continue;
     }
     if (!take(false, n)) {
@@ -299,7 +323,9 @@ nlohmann::json UdpAssociation::summary() const {
             {"denied", c.dropped_denied},
             {"rate", c.dropped_rate},
             {"unsolicited", c.dropped_unsolicited},
-            {"unresolved", c.dropped_unresolved}}}};
+            {"unresolved", c.dropped_unresolved},
+            {"destinations", c.dropped_destinations},
+            {"oversize", c.dropped_oversize}}}};
 }
 
 }  // namespace socksgate::gateway

@@ -31,6 +31,7 @@
 
 #include "crypto/blocking_pool.h"
 #include "gateway/close_reason.h"
+#include "gateway/interfaces.h"
 #include "gateway/socks5.h"
 #include "policy/policy.h"
 
@@ -41,6 +42,7 @@ struct UdpSettings {
   uint32_t max_datagrams_per_s = 20000;    // each direction
   uint64_t max_bytes_per_s = 64ull << 20;  // each direction
   size_t max_destinations = 1024;          // distinct destinations tracked per association
+  HostAddresses source;  // outbound source (the listener's "external"); empty = any
 };
 
 struct UdpCounters {
@@ -52,6 +54,8 @@ struct UdpCounters {
   uint64_t dropped_rate = 0;         // over the caps
   uint64_t dropped_unsolicited = 0;  // a "reply" from a host the client never sent to
   uint64_t dropped_unresolved = 0;
+  uint64_t dropped_destinations = 0;  // over max_destinations
+  uint64_t dropped_oversize = 0;      // a reply too big to carry with its header
 };
 
 struct UdpFlow {
@@ -96,6 +100,7 @@ class UdpAssociation {
   asio::awaitable<std::optional<asio::ip::udp::endpoint>> destination_for(
       const socks5::Address& dst, uint16_t port);
   bool take(bool up, size_t bytes);
+  void audit_denied_once(const socks5::Address& dst, uint16_t port, const policy::Decision& d);
   asio::ip::udp::socket& upstream_for(const asio::ip::address& a);
 
   asio::any_io_executor ex_;

@@ -62,6 +62,20 @@ asio::ip::address to_asio_address(const policy::IpAddress& a) {
   return asio::ip::address_v6(b);
 }
 
+std::optional<asio::ip::address> EgressSources::pick(const policy::Decision& d, bool v6,
+                                                     bool* unusable) const {
+  const HostAddresses* h = nullptr;
+  if (!d.egress.empty() && rules != nullptr) {
+    auto it = rules->find(d.egress);
+    if (it != rules->end()) h = &it->second;
+  }
+  if (h == nullptr && listener != nullptr && !listener->empty()) h = listener;
+  if (h == nullptr) return std::nullopt;
+  auto a = h->for_family(v6);
+  if (!a) *unusable = true;
+  return a;
+}
+
 asio::awaitable<std::vector<asio::ip::address>> resolve_host(const std::string& host,
                                                              crypto::BlockingPool& pool,
                                                              std::string* error,
@@ -89,6 +103,7 @@ asio::awaitable<ConnectOutcome> connect_upstream(const socks5::Address& dst, uin
                                                  const policy::Policy& pol,
                                                  crypto::BlockingPool& resolver,
                                                  std::chrono::milliseconds connect_timeout,
+                                                 const EgressSources& egress,
                                                  asio::ip::tcp::socket* out) {
   ConnectOutcome oc;
   req.port = port;
@@ -141,6 +156,23 @@ asio::awaitable<ConnectOutcome> connect_upstream(const socks5::Address& dst, uin
     asio::ip::tcp::socket sock(ex);
     oc.remote = ep;
     oc.decision = decision;
+    bool unusable = false;
+    auto source = egress.pick(decision, addr.is_v6(), &unusable);
+    if (unusable) {
+      oc.reason = CloseReason::kNetworkUnreachable;
+      oc.detail = "egress has no " + std::string(addr.is_v6() ? "IPv6" : "IPv4") + " address";
+      continue;
+    }
+    if (source) {
+      std::error_code bec;
+      sock.open(ep.protocol(), bec);
+      if (!bec) sock.bind(asio::ip::tcp::endpoint(*source, 0), bec);
+      if (bec) {
+        oc.reason = from_connect_error(bec);
+        oc.detail = "bind to egress " + source->to_string() + ": " + bec.message();
+        continue;
+      }
+    }
     auto r = co_await with_timeout(sock.async_connect(ep, kUse), connect_timeout);
     if (!r) {
       oc.reason = CloseReason::kConnectTimeout;

@@ -7,6 +7,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,6 +15,7 @@
 
 #include "crypto/blocking_pool.h"
 #include "gateway/close_reason.h"
+#include "gateway/interfaces.h"
 #include "gateway/socks5.h"
 #include "policy/policy.h"
 
@@ -37,6 +39,16 @@ asio::awaitable<std::vector<asio::ip::address>> resolve_host(const std::string& 
                                                              std::string* error,
                                                              CloseReason* reason);
 
+// Where upstream connections come from: the deciding rule's "egress" if it has one, else the
+// listener's "external", else the kernel's choice.
+struct EgressSources {
+  const HostAddresses* listener = nullptr;
+  const std::map<std::string, HostAddresses, std::less<>>* rules = nullptr;
+  // The source address for a connection to an address of that family: nullopt = the kernel
+  // chooses; an error when an egress is configured but has no address of that family.
+  std::optional<asio::ip::address> pick(const policy::Decision& d, bool v6, bool* unusable) const;
+};
+
 // `base` carries user, groups, method, listener, client, command; host/address/port are set
 // here from `dst` and `port`.
 asio::awaitable<ConnectOutcome> connect_upstream(const socks5::Address& dst, uint16_t port,
@@ -44,6 +56,7 @@ asio::awaitable<ConnectOutcome> connect_upstream(const socks5::Address& dst, uin
                                                  const policy::Policy& pol,
                                                  crypto::BlockingPool& resolver,
                                                  std::chrono::milliseconds connect_timeout,
+                                                 const EgressSources& egress,
                                                  asio::ip::tcp::socket* out);
 
 }  // namespace socksgate::gateway

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <span>
 #include <utility>
 
@@ -23,8 +24,8 @@ constexpr std::array<std::string_view, 5> kMethods = {"none", "userpass", "gssap
 constexpr std::string_view kTopKeys[] = {"groups", "client_rules", "rules"};
 constexpr std::string_view kClientRuleKeys[] = {"id", "action", "from", "listeners", "comment"};
 constexpr std::string_view kRuleKeys[] = {
-    "id",   "action",   "users", "groups", "methods",         "listeners",
-    "from", "commands", "to",    "ports",  "allow_protected", "comment"};
+    "id",       "action", "users", "groups",          "methods", "listeners", "from",
+    "commands", "to",     "ports", "allow_protected", "egress",  "comment"};
 
 size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<size_t> row(b.size() + 1);
@@ -510,6 +511,22 @@ class PolicyLoader {
                       "reach protected addresses, and this rule has none; name protected "
                       "addresses with a CIDR or an exact host name instead");
         }
+      }
+    }
+    if (auto it = obj.find("egress"); it != obj.end()) {
+      // An IP of this host or an interface name (resolved by the gateway at load time).
+      std::string e = it->is_string() ? it->get<std::string>() : std::string();
+      bool ok = !e.empty() && e.size() <= 64 && std::all_of(e.begin(), e.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == ':' || c == '-' ||
+               c == '_';
+      });
+      if (!ok) {
+        error_value(p / "egress",
+                    "\"egress\" must be an IP address of this host or an interface name");
+      } else if (rule.action == Action::kBlock) {
+        error_value(p / "egress", "\"egress\" has no effect on a block rule");
+      } else {
+        rule.egress = e;
       }
     }
     return rule;

@@ -377,6 +377,7 @@ Decision Policy::decide(const DecisionRequest& r, std::vector<TraceStep>* trace)
     d.action = rule.action;
     d.rule_id = rule.id;
     d.origin = rule.origin;
+    d.egress = rule.egress;
     if (!r.address && rule.action == Action::kPass) {
       d.reason = "rule " + rule.id +
                  " may pass (name-only pre-check; each resolved address is decided on its own)";
@@ -403,6 +404,56 @@ std::vector<std::string> Policy::groups_of(std::string_view user) const {
   auto it = impl_->user_groups.find(user);
   if (it == impl_->user_groups.end()) return {};
   return it->second;
+}
+
+std::vector<std::string> Policy::egress_names() const {
+  std::vector<std::string> out;
+  if (!impl_) return out;
+  for (const auto& r : impl_->rules) {
+    if (!r.egress.empty() && std::find(out.begin(), out.end(), r.egress) == out.end()) {
+      out.push_back(r.egress);
+    }
+  }
+  return out;
+}
+
+Decision Policy::decide_any_destination(const DecisionRequest& r) const {
+  Decision d;
+  d.rule_id = kDefaultDeny;
+  d.reason = "no rule lets this identity use " + std::string(to_string(r.command));
+  if (!impl_) return d;
+  // In file order: the first pass rule that matches the identity passes; the first block rule
+  // that matches the identity and has no destination selectors blocks (it would block every
+  // destination); block rules limited to some destinations are left to the per-destination
+  // decisions.
+  for (const auto& rule : impl_->rules) {
+    if (rule.action == Action::kBlock) {
+      if (rule.has_to || rule.ports) continue;
+      Target t;
+      if (check_rule(*impl_, rule, r, t) == Miss::kNone) {
+        d.rule_id = rule.id;
+        d.origin = rule.origin;
+        d.reason = "rule " + rule.id + " blocks every destination for this identity";
+        return d;
+      }
+      continue;
+    }
+    DecisionRequest probe = r;
+    // Destination selectors are left to the per-destination decisions: give the probe a
+    // port the rule accepts and no address, so only identity and command are compared.
+    if (rule.ports && !rule.ports->empty()) probe.port = rule.ports->front().first;
+    Target t;
+    Miss m = check_rule(*impl_, rule, probe, t);
+    if (m == Miss::kNone || m == Miss::kTo || m == Miss::kUndecided) {
+      d.action = Action::kPass;
+      d.rule_id = rule.id;
+      d.origin = rule.origin;
+      d.egress = rule.egress;
+      d.reason = "rule " + rule.id + " passes some destinations";
+      return d;
+    }
+  }
+  return d;
 }
 
 size_t Policy::rule_count() const { return impl_ ? impl_->rules.size() : 0; }

@@ -76,6 +76,8 @@ struct Decision {
   // Human-readable reason, e.g. "rule alice-web matched" or
   // "127.0.0.1 is protected (loopback) and no rule names it".
   std::string reason;
+  // The deciding rule's "egress" (an IP of this host or an interface name), if any.
+  std::string egress;
   bool allowed() const { return action == Action::kPass; }
 };
 
@@ -109,10 +111,17 @@ class Policy {
   // no address yet); each resolved address must still be decided on its own.
   Decision decide(const DecisionRequest& r, std::vector<TraceStep>* trace = nullptr) const;
 
+  // For commands whose destinations come later (UDP ASSOCIATE): passes when some pass rule
+  // matches the identity, listener, source and command, whatever its destination selectors
+  // ("to", "ports"); each destination is then decided with decide().
+  Decision decide_any_destination(const DecisionRequest& r) const;
+
   // Groups the policy defines for `user` (from "groups").
   std::vector<std::string> groups_of(std::string_view user) const;
 
   size_t rule_count() const;
+  // Every distinct "egress" the rules name (the gateway resolves them at load time).
+  std::vector<std::string> egress_names() const;
   size_t client_rule_count() const;
 
  private:

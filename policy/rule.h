@@ -62,6 +62,8 @@ struct Rule {
   // Lets the host globs of this rule reach protected addresses (exact names and CIDRs with a
   // prefix length > 0 always can).
   bool allow_protected = false;
+  // Source address (IP or interface name) for what this rule passes; empty = the listener's.
+  std::string egress;
 };
 
 struct CompiledPolicy {

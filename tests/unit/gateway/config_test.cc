@@ -62,7 +62,7 @@ TEST(Config, EveryProblemIsReported) {
 })");
   std::string all;
   for (const auto& s : e) all += s + "\n";
-  EXPECT_NE(all.find("cfg.json:2:44: \"localhost\" is not an IP address"), std::string::npos)
+  EXPECT_NE(all.find("cfg.json:2:44: \"localhost\" is neither an IP address"), std::string::npos)
       << all;
   EXPECT_NE(all.find("\"port\" must be between 0 and 65535"), std::string::npos) << all;
   EXPECT_NE(all.find("method \"userpass\" needs \"auth\""), std::string::npos) << all;

@@ -1,0 +1,61 @@
+"""Outbound (external) addresses: listener "external" and rule "egress", IPs or interface
+names; listener addresses given as interface names."""
+
+import subprocess
+
+from sgtest import default_config, default_policy, socks_connect
+
+
+def test_rule_egress_sets_the_source_address(gateway_factory, target):
+    p = default_policy()
+    p["rules"][0]["egress"] = "127.0.0.2"
+    gw = gateway_factory(policy=p)
+    s, (baddr, bport) = socks_connect(gw.addr("main"), "alice", gw.passwords["alice"],
+                                      "127.0.0.1", target.port)
+    conn, peer = target.accept()
+    assert peer[0] == "127.0.0.2", "the upstream connection comes from the rule's egress"
+    assert (baddr, bport) == peer[:2], "BND is the upstream socket's local address"
+    s.close()
+    conn.close()
+    end = gw.wait_session_end(rule="alice-local")
+    assert end["bound"] == f"127.0.0.2:{bport}"
+
+
+def test_listener_external_by_interface_name(gateway_factory, target):
+    c = default_config()
+    c["listeners"][0]["external"] = "lo"  # the loopback interface: 127.0.0.1 / ::1
+    gw = gateway_factory(config=c)
+    s, _ = socks_connect(gw.addr("main"), "alice", gw.passwords["alice"], "127.0.0.1",
+                         target.port)
+    conn, peer = target.accept()
+    assert peer[0] == "127.0.0.1"
+    s.close()
+    conn.close()
+
+
+def test_listener_address_by_interface_name(gateway_factory, echo_server):
+    c = default_config()
+    c["listeners"][0]["address"] = "lo"
+    gw = gateway_factory(config=c)
+    assert gw.listener("main")["address"] == "127.0.0.1"
+    s, _ = socks_connect(gw.addr("main"), "alice", gw.passwords["alice"], "127.0.0.1",
+                         echo_server.port)
+    s.close()
+
+
+def test_unknown_interface_names_are_config_errors(gateway_factory):
+    c = default_config()
+    c["listeners"][0]["external"] = "nosuchif0"
+    p = default_policy()
+    p["rules"][0]["egress"] = "nosuchif1"
+    gw = gateway_factory(config=c, policy=p, start=False)
+    r = subprocess.run([gw.bin, "validate", "--config", str(gw.config_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "\"nosuchif0\" is not a usable address for \"external\"" in r.stderr
+    c["listeners"][0]["external"] = "127.0.0.1"
+    gw2 = gateway_factory(name="gw2", config=c, policy=p, start=False)
+    r = subprocess.run([gw2.bin, "validate", "--config", str(gw2.config_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "a rule's \"egress\": \"nosuchif1\"" in r.stderr
