@@ -7,8 +7,9 @@
 //   socksbench throughput --streams N --direction upload|download [--duration S]
 //                         [--buf SEND_BYTES(256 KiB)] [--rbuf RECV_BYTES(1 MiB)]
 //                         [--rcvlowat BYTES(256 KiB, 0 = off)]
+//                         [--tx send|sendfile] [--rx recv|splice]
 //   socksbench setup      --concurrency C [--duration S]
-//   socksbench latency    [--rounds N] [--size BYTES]
+//   socksbench latency    [--rounds N] [--size BYTES] [--pin-cpu N] [--keep-awake]
 //   socksbench idle       --sessions K --pids PID[,PID...] [--wait S]
 //   socksbench serve      [--bind 127.0.0.1] [--serve-threads N]
 // Common options:
@@ -35,10 +36,13 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -182,11 +186,15 @@ struct Options {
   size_t buf = 256 * 1024;    // bytes per send() call (client and source)
   size_t rbuf = 1024 * 1024;  // bytes per recv() call (client and sink)
   int rcvlowat = 256 * 1024;  // SO_RCVLOWAT on receiving sockets; 0 = off
+  bool zc_tx = false;         // --tx sendfile: sendfile() from a memfd instead of send()
+  bool zc_rx = false;         // --rx splice: splice() into /dev/null instead of recv()
   // setup
   int concurrency = 1;
   // latency
   int rounds = 20000;
   int warmup = 1000;
+  bool keep_awake = false;  // SCHED_IDLE spinners so that no vCPU halts between messages
+  int pin_cpu = -1;         // latency: pin client, targets and the proxy tree to this CPU
   size_t msg = 64;
   // idle
   int sessions = 1000;
@@ -297,6 +305,14 @@ Options parse_args(int argc, char** argv) {
       o.duration_s = to_double(val(), "duration");
     } else if (k == "--rcvlowat") {
       o.rcvlowat = static_cast<int>(to_int(val(), "rcvlowat"));
+    } else if (k == "--tx") {
+      std::string v = val();
+      if (v != "send" && v != "sendfile") usage_error("--tx send|sendfile");
+      o.zc_tx = v == "sendfile";
+    } else if (k == "--rx") {
+      std::string v = val();
+      if (v != "recv" && v != "splice") usage_error("--rx recv|splice");
+      o.zc_rx = v == "splice";
     } else if (k == "--rbuf") {
       o.rbuf = static_cast<size_t>(to_int(val(), "rbuf"));
     } else if (k == "--buf") {
@@ -305,6 +321,10 @@ Options parse_args(int argc, char** argv) {
       o.concurrency = static_cast<int>(to_int(val(), "concurrency"));
     } else if (k == "--rounds") {
       o.rounds = static_cast<int>(to_int(val(), "rounds"));
+    } else if (k == "--pin-cpu") {
+      o.pin_cpu = static_cast<int>(to_int(val(), "pin cpu"));
+    } else if (k == "--keep-awake") {
+      o.keep_awake = true;
     } else if (k == "--warmup") {
       o.warmup = static_cast<int>(to_int(val(), "warmup"));
     } else if (k == "--size") {
@@ -459,15 +479,119 @@ size_t g_send_size = 256 * 1024;
 size_t g_recv_size = 1024 * 1024;
 int g_rcvlowat = 256 * 1024;
 
+bool g_zc_tx = false;
+bool g_zc_rx = false;
+
 void set_rcvlowat(int fd, int bytes) {
   if (bytes > 1) setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &bytes, sizeof bytes);
 }
 
+// Bulk data movers for the throughput scenario, on both the client and the target side.
+// copy:     send()/recv() through a user-space buffer, like most applications.
+// zerocopy: sendfile() from a memfd and splice() into /dev/null: the endpoints then cost a
+//           fraction of the CPU and leave the two cores to the proxy under test.
+constexpr size_t kSendFileSize = 8 * 1024 * 1024;
+
+int shared_memfd() {
+  static const int fd = [] {
+    int f = memfd_create("socksbench", MFD_CLOEXEC);
+    if (f < 0 || ftruncate(f, static_cast<off_t>(kSendFileSize)) != 0) {
+      std::perror("memfd");
+      std::exit(2);
+    }
+    std::vector<char> block(1 << 20, 'z');
+    for (size_t off = 0; off < kSendFileSize; off += block.size()) {
+      if (pwrite(f, block.data(), block.size(), static_cast<off_t>(off)) < 0) {
+        std::perror("memfd write");
+        std::exit(2);
+      }
+    }
+    return f;
+  }();
+  return fd;
+}
+
+class BulkSender {
+ public:
+  BulkSender(size_t chunk, bool zerocopy) : chunk_(chunk), zerocopy_(zerocopy) {
+    if (zerocopy_) {
+      memfd_ = shared_memfd();
+      chunk_ = std::min(chunk_, kSendFileSize);
+    } else {
+      buf_.assign(chunk_, 'd');
+    }
+  }
+  ssize_t send_chunk(int fd) {
+    if (!zerocopy_) return send(fd, buf_.data(), buf_.size(), MSG_NOSIGNAL);
+    if (off_ + static_cast<off_t>(chunk_) > static_cast<off_t>(kSendFileSize)) off_ = 0;
+    return sendfile(fd, memfd_, &off_, chunk_);  // SIGPIPE is ignored
+  }
+
+ private:
+  size_t chunk_;
+  bool zerocopy_;
+  int memfd_ = -1;
+  off_t off_ = 0;
+  std::vector<char> buf_;
+};
+
+class BulkReceiver {
+ public:
+  BulkReceiver(size_t chunk, bool zerocopy) : chunk_(chunk), zerocopy_(zerocopy) {
+    if (zerocopy_) {
+      if (pipe2(pipe_, O_CLOEXEC) != 0) {
+        std::perror("pipe2");
+        std::exit(2);
+      }
+      int sz = fcntl(pipe_[1], F_SETPIPE_SZ, static_cast<int>(chunk_));
+      if (sz > 0) chunk_ = static_cast<size_t>(sz);
+      devnull_ = open("/dev/null", O_WRONLY | O_CLOEXEC);
+      if (devnull_ < 0) {
+        std::perror("/dev/null");
+        std::exit(2);
+      }
+    } else {
+      buf_.resize(chunk_);
+    }
+  }
+  ~BulkReceiver() {
+    if (zerocopy_) {
+      close(pipe_[0]);
+      close(pipe_[1]);
+      close(devnull_);
+    }
+  }
+  BulkReceiver(const BulkReceiver&) = delete;
+  BulkReceiver& operator=(const BulkReceiver&) = delete;
+
+  // Like recv(): bytes consumed, 0 at EOF, -1 with errno.
+  ssize_t recv_chunk(int fd) {
+    if (!zerocopy_) return recv(fd, buf_.data(), buf_.size(), 0);
+    ssize_t n = splice(fd, nullptr, pipe_[1], nullptr, chunk_, SPLICE_F_MOVE);
+    if (n <= 0) return n;
+    size_t left = static_cast<size_t>(n);
+    while (left > 0) {
+      ssize_t m = splice(pipe_[0], nullptr, devnull_, nullptr, left, SPLICE_F_MOVE);
+      if (m < 0 && errno == EINTR) continue;
+      if (m <= 0) return -1;
+      left -= static_cast<size_t>(m);
+    }
+    return n;
+  }
+
+ private:
+  size_t chunk_;
+  bool zerocopy_;
+  int pipe_[2] = {-1, -1};
+  int devnull_ = -1;
+  std::vector<char> buf_;
+};
+
 void sink_conn(int fd) {
   set_rcvlowat(fd, g_rcvlowat);
-  std::vector<char> buf(g_recv_size);
+  BulkReceiver rx(g_recv_size, g_zc_rx);
   for (;;) {
-    ssize_t r = recv(fd, buf.data(), buf.size(), 0);
+    ssize_t r = rx.recv_chunk(fd);
     if (r > 0) continue;
     if (r < 0 && errno == EINTR) continue;
     break;
@@ -478,9 +602,9 @@ void sink_conn(int fd) {
 void source_conn(int fd) {
   char go = 0;
   if (recv(fd, &go, 1, MSG_WAITALL) == 1) {
-    std::vector<char> buf(g_send_size, 'd');
+    BulkSender tx(g_send_size, g_zc_tx);
     for (;;) {
-      ssize_t w = send(fd, buf.data(), buf.size(), MSG_NOSIGNAL);
+      ssize_t w = tx.send_chunk(fd);
       if (w > 0) continue;
       if (w < 0 && errno == EINTR) continue;
       break;
@@ -632,6 +756,8 @@ Ports start_servers(const Options& o) {
   g_send_size = o.buf;
   g_recv_size = o.rbuf;
   g_rcvlowat = o.rcvlowat;
+  g_zc_tx = o.zc_tx;
+  g_zc_rx = o.zc_rx;
   const std::string& host = o.target_host;
   const int echo_threads = o.serve_threads;
   Ports p;
@@ -809,6 +935,56 @@ double self_cpu_seconds() {
          static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
+// Busy CPU seconds of the whole machine (all CPUs) from /proc/stat.
+double machine_busy_seconds() {
+  static const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
+  std::ifstream f("/proc/stat");
+  std::string cpu;
+  unsigned long long user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0, softirq = 0,
+                     steal = 0;
+  f >> cpu >> user >> nice >> sys >> idle >> iowait >> irq >> softirq >> steal;
+  return static_cast<double>(user + nice + sys + irq + softirq + steal) / hz;
+}
+
+// CPU used during a measurement window by the proxy tree, by this process, by the target process
+// and by everything else on the machine ("foreign": other people's builds on a shared box).
+struct CpuMeter {
+  struct Snap {
+    double proxy = 0, self = 0, target = 0, machine = 0;
+    Clock::time_point t;
+  };
+  std::vector<pid_t> proxy_pids;
+  pid_t target_pid = 0;
+  Snap a, b;
+
+  Snap snap() const {
+    Snap s;
+    s.proxy = proxy_pids.empty() ? 0 : tree_cpu_seconds(proxy_pids);
+    s.self = self_cpu_seconds();
+    s.target = target_pid > 0 ? tree_cpu_seconds({target_pid}) : 0;
+    s.machine = machine_busy_seconds();
+    s.t = Clock::now();
+    return s;
+  }
+  void start() { a = snap(); }
+  void stop() { b = snap(); }
+  double proxy() const { return b.proxy - a.proxy; }
+  double self() const { return b.self - a.self; }
+  double target() const { return b.target - a.target; }
+  double foreign() const {
+    return std::max(0.0, (b.machine - a.machine) - proxy() - self() - target());
+  }
+  // Share of the machine's CPU capacity during the window that went to other processes.
+  double foreign_share() const {
+    const double cap = seconds_between(a.t, b.t) * static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN));
+    return cap > 0 ? foreign() / cap : 0;
+  }
+  void add_to(JsonLine& j) const {
+    j.num("client_cpu_s", self(), 2).num("target_cpu_s", target(), 2);
+    j.num("foreign_cpu_s", foreign(), 2).num("foreign_share", foreign_share(), 3);
+  }
+};
+
 // ---------------------------------------------------------------------------------------------
 // SOCKS5 client.
 
@@ -951,13 +1127,14 @@ int scenario_throughput(const Options& o, const Client& cl, const Ports& ports, 
   auto worker = [&](int i) {
     int fd = fds[static_cast<size_t>(i)];
     Result& r = res[static_cast<size_t>(i)];
-    std::vector<char> buf(o.upload ? o.buf : o.rbuf, 'u');
+    BulkSender tx(o.buf, o.zc_tx);
+    BulkReceiver rx(o.rbuf, o.zc_rx);
     ready.fetch_add(1);
     while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
     const auto deadline = t0 + dur;
     if (o.upload) {
       while (Clock::now() < deadline) {
-        ssize_t w = send(fd, buf.data(), buf.size(), MSG_NOSIGNAL);
+        ssize_t w = tx.send_chunk(fd);
         if (w < 0) {
           if (errno == EINTR) continue;
           r.err = io_error("send");
@@ -994,7 +1171,7 @@ int scenario_throughput(const Options& o, const Client& cl, const Ports& ports, 
       }
       set_rcvlowat(fd, o.rcvlowat);
       while (Clock::now() < deadline) {
-        ssize_t n = recv(fd, buf.data(), buf.size(), 0);
+        ssize_t n = rx.recv_chunk(fd);
         if (n > 0) {
           r.bytes += static_cast<unsigned long long>(n);
           continue;
@@ -1010,15 +1187,13 @@ int scenario_throughput(const Options& o, const Client& cl, const Ports& ports, 
   std::vector<std::thread> threads;
   for (int i = 0; i < o.streams; ++i) threads.emplace_back(worker, i);
   while (ready.load() < o.streams) std::this_thread::yield();
-  const double cpu0 = o.pids.empty() ? 0 : tree_cpu_seconds(o.pids);
-  const double self0 = self_cpu_seconds();
-  const double tgt0 = tree_cpu_seconds({target_pid});
+  CpuMeter meter{o.pids, target_pid, {}, {}};
+  meter.start();
   t0 = Clock::now();
   go.store(true, std::memory_order_release);
   for (auto& t : threads) t.join();
-  const double cpu1 = o.pids.empty() ? 0 : tree_cpu_seconds(o.pids);
-  const double self1 = self_cpu_seconds();
-  const double tgt1 = tree_cpu_seconds({target_pid});
+  meter.stop();
+  const double cpu0 = 0, cpu1 = meter.proxy();
   for (int f : fds) close(f);
 
   unsigned long long bytes = 0;
@@ -1039,6 +1214,8 @@ int scenario_throughput(const Options& o, const Client& cl, const Ports& ports, 
       .integer("send_size", static_cast<long long>(o.buf))
       .integer("recv_size", static_cast<long long>(o.rbuf))
       .integer("rcvlowat", o.rcvlowat)
+      .str("tx", o.zc_tx ? "sendfile" : "send")
+      .str("rx", o.zc_rx ? "splice" : "recv")
       .num("seconds", secs, 4)
       .integer("bytes", static_cast<long long>(bytes))
       .num("gib_per_s", secs > 0 ? gib / secs : NAN, 4);
@@ -1052,14 +1229,14 @@ int scenario_throughput(const Options& o, const Client& cl, const Ports& ports, 
   } else {
     j.null("cpu_s_per_gib");
   }
-  j.num("client_cpu_s", self1 - self0, 2).num("target_cpu_s", tgt1 - tgt0, 2);
+  meter.add_to(j);
   if (o.upload) j.boolean("eof_timeout", eof_timeout);
   if (!first_err.empty()) j.str("error", first_err);
   emit(j);
   return first_err.empty() ? 0 : 1;
 }
 
-int scenario_setup(const Options& o, const Client& cl, const Ports& ports) {
+int scenario_setup(const Options& o, const Client& cl, const Ports& ports, pid_t target_pid) {
   const uint16_t port = static_cast<uint16_t>(ports.echo);
   std::atomic<long long> ok{0};
   FirstError errs;
@@ -1105,13 +1282,13 @@ int scenario_setup(const Options& o, const Client& cl, const Ports& ports) {
   std::vector<std::thread> threads;
   for (int i = 0; i < o.concurrency; ++i) threads.emplace_back(worker, i);
   while (ready.load() < o.concurrency) std::this_thread::yield();
-  const double cpu0 = o.pids.empty() ? 0 : tree_cpu_seconds(o.pids);
-  const double self0 = self_cpu_seconds();
+  CpuMeter meter{o.pids, target_pid, {}, {}};
+  meter.start();
   t0 = Clock::now();
   go.store(true, std::memory_order_release);
   for (auto& t : threads) t.join();
-  const double cpu1 = o.pids.empty() ? 0 : tree_cpu_seconds(o.pids);
-  const double self1 = self_cpu_seconds();
+  meter.stop();
+  const double cpu0 = 0, cpu1 = meter.proxy();
   Clock::time_point end = t0;
   for (auto& e : ends) end = std::max(end, e);
   std::vector<double> all;
@@ -1131,22 +1308,98 @@ int scenario_setup(const Options& o, const Client& cl, const Ports& ports) {
         .num("proxy_cpu_us_per_session", n > 0 ? (cpu1 - cpu0) / static_cast<double>(n) * 1e6 : NAN,
              1);
   }
-  j.num("client_cpu_s", self1 - self0, 2);
+  meter.add_to(j);
   if (!errs.text.empty()) j.str("first_error", errs.text);
   emit(j);
   return n > 0 ? 0 : 1;
 }
 
-int scenario_latency(const Options& o, const Client& cl, const Ports& ports) {
+// One busy thread per CPU at SCHED_IDLE: it runs only when nothing else wants that CPU, so it
+// takes no time from the proxy or the endpoints, but the vCPU never executes HLT. In a VM with
+// guest halt-polling off, waking a halted vCPU costs a VM exit and tens of microseconds; this
+// takes that (hypervisor) cost out of the round-trip figure.
+class IdleSpinners {
+ public:
+  explicit IdleSpinners(bool on) {
+    if (!on) return;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    for (long i = 0; i < std::max(1L, n); ++i) {
+      threads_.emplace_back([this, i] {
+        sched_param sp{};
+        pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(static_cast<int>(i), &set);
+        pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+        while (!stop_.load(std::memory_order_relaxed)) {
+        }
+      });
+    }
+  }
+  ~IdleSpinners() {
+    stop_.store(true);
+    for (auto& t : threads_) t.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
+
+// Pins every thread of the given process trees (and the calling thread) to one CPU and puts the
+// old affinities back when destroyed. With everything on one vCPU a round trip costs only the
+// software path (syscalls, context switches, the proxy's own work): no cross-vCPU wakeups, whose
+// price in a VM is set by the hypervisor and is the same for every proxy.
+class CpuPin {
+ public:
+  CpuPin(int cpu, const std::vector<pid_t>& roots) {
+    if (cpu < 0) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    for (pid_t p : process_tree(roots)) {
+      if (DIR* d = opendir(("/proc/" + std::to_string(p) + "/task").c_str())) {
+        while (dirent* e = readdir(d)) {
+          pid_t tid = static_cast<pid_t>(std::strtol(e->d_name, nullptr, 10));
+          if (tid <= 0) continue;
+          cpu_set_t old;
+          if (sched_getaffinity(tid, sizeof old, &old) != 0) continue;
+          if (sched_setaffinity(tid, sizeof one, &one) == 0) saved_.emplace_back(tid, old);
+        }
+        closedir(d);
+      }
+    }
+    cpu_set_t old;
+    if (sched_getaffinity(0, sizeof old, &old) == 0 && sched_setaffinity(0, sizeof one, &one) == 0)
+      saved_.emplace_back(0, old);
+  }
+  ~CpuPin() {
+    for (auto& [tid, set] : saved_) sched_setaffinity(tid, sizeof set, &set);
+  }
+  CpuPin(const CpuPin&) = delete;
+  CpuPin& operator=(const CpuPin&) = delete;
+  size_t threads() const { return saved_.size(); }
+
+ private:
+  std::vector<std::pair<pid_t, cpu_set_t>> saved_;
+};
+
+int scenario_latency(const Options& o, const Client& cl, const Ports& ports, pid_t target_pid) {
   std::string err;
   int fd = cl.open(static_cast<uint16_t>(ports.techo), &err);
   if (fd < 0) {
     emit(base_line(o).str("error", err));
     return 1;
   }
+  IdleSpinners spinners(o.keep_awake);
+  std::vector<pid_t> pin_roots = o.pids;
+  if (target_pid > 0) pin_roots.push_back(target_pid);
+  CpuPin pin(o.pin_cpu, pin_roots);
   std::vector<char> out(o.msg, 'p'), in(o.msg);
   std::vector<double> us;
   us.reserve(static_cast<size_t>(o.rounds));
+  CpuMeter meter{o.pids, target_pid, {}, {}};
+  meter.start();
   for (int i = 0; i < o.warmup + o.rounds; ++i) {
     auto s = Clock::now();
     if (!send_all(fd, out.data(), out.size()) || !recv_all(fd, in.data(), in.size())) {
@@ -1157,12 +1410,17 @@ int scenario_latency(const Options& o, const Client& cl, const Ports& ports) {
       us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - s).count());
     }
   }
+  meter.stop();
   close(fd);
   double sum = 0;
   for (double v : us) sum += v;
   const size_t n = us.size();
   JsonLine j = base_line(o);
-  j.integer("size", static_cast<long long>(o.msg)).integer("rounds", static_cast<long long>(n));
+  j.integer("size", static_cast<long long>(o.msg))
+      .integer("rounds", static_cast<long long>(n))
+      .boolean("keep_awake", o.keep_awake)
+      .integer("pin_cpu", o.pin_cpu)
+      .integer("pinned_threads", static_cast<long long>(pin.threads()));
   j.num("mean_us", n ? sum / static_cast<double>(n) : NAN, 2);
   j.num("min_us", n ? *std::min_element(us.begin(), us.end()) : NAN, 2);
   j.num("p50_us", percentile(us, 0.50), 2);
@@ -1170,6 +1428,7 @@ int scenario_latency(const Options& o, const Client& cl, const Ports& ports) {
   j.num("p99_us", percentile(us, 0.99), 2);
   j.num("p999_us", percentile(us, 0.999), 2);
   j.num("max_us", n ? *std::max_element(us.begin(), us.end()) : NAN, 2);
+  meter.add_to(j);
   if (!err.empty()) j.str("error", err);
   emit(j);
   return err.empty() ? 0 : 1;
@@ -1324,9 +1583,9 @@ int main(int argc, char** argv) {
     if (o.scenario == "throughput") {
       rc = scenario_throughput(o, cl, ports, child.pid > 0 ? child.pid : 0);
     } else if (o.scenario == "setup") {
-      rc = scenario_setup(o, cl, ports);
+      rc = scenario_setup(o, cl, ports, child.pid);
     } else if (o.scenario == "latency") {
-      rc = scenario_latency(o, cl, ports);
+      rc = scenario_latency(o, cl, ports, child.pid);
     } else {
       rc = scenario_idle(o, cl, ports);
     }

@@ -19,9 +19,15 @@
 #   BENCH_SKIP_BUILD=1      do not run cmake (binaries must already be in the build dir)
 #   BENCH_KEEP=1            keep the temp dir (configs, proxy logs)
 #   BENCH_SOURCE=127.0.0.2  client source address
-#   BENCH_QUIET_BUDGET=120  seconds in total the script may wait for other CPU load to pass
+#   BENCH_QUIET_BUDGET=60   seconds in total the script may wait for other CPU load to pass
+#   BENCH_RETRY_BUDGET=150  a measurement during which other processes took >15% of the CPUs is
+#                           repeated (up to 3 attempts) while the re-runs so far took less than
+#                           this many seconds in total
 #   BENCH_NICE=-10          nice value of the measuring phase (0: leave alone)
 set -euo pipefail
+# The whole script is one compound command: bash parses it completely before running it, so
+# editing this file while a run is in progress cannot derail that run.
+{
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${BENCH_BUILD_DIR:-$ROOT/build-bench}
@@ -33,7 +39,8 @@ SETUP_SECONDS=${BENCH_SETUP_SECONDS:-2}
 RTT_ROUNDS=${BENCH_RTT_ROUNDS:-20000}
 IDLE_COUNTS=${BENCH_IDLE:-"1000 9000"}
 IDLE_WAIT=${BENCH_IDLE_WAIT:-2}
-QUIET_BUDGET=${BENCH_QUIET_BUDGET:-120}  # total seconds we may wait for other CPU load to go
+QUIET_BUDGET=${BENCH_QUIET_BUDGET:-60}  # total seconds we may wait for other CPU load to go
+RETRY_BUDGET=${BENCH_RETRY_BUDGET:-150}  # total seconds we may spend re-running disturbed runs
 # Priority of the measuring phase (proxies and socksbench inherit it): on a shared machine it
 # keeps other people's builds from taking the CPUs mid-run. 0 leaves it alone.
 NICE=${BENCH_NICE:--10}
@@ -58,13 +65,13 @@ START_TS=$(date +%s)
 SB="" SG="" SG_NOTE="" SG_BUILD_NOTE=""
 BUILD_LOG=$OUT/build.log
 : >"$BUILD_LOG"
-configure() {  # configure WERROR(ON|OFF)
-  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DSOCKSGATE_BUILD_TESTS=OFF \
-    -DSOCKSGATE_BUILD_BENCH=ON -DSOCKSGATE_WERROR="$1" >>"$BUILD_LOG" 2>&1
+configure() {  # configure BUILD_DIR WERROR(ON|OFF)
+  cmake -S "$ROOT" -B "$1" -DCMAKE_BUILD_TYPE=Release -DSOCKSGATE_BUILD_TESTS=OFF \
+    -DSOCKSGATE_BUILD_BENCH=ON -DSOCKSGATE_WERROR="$2" >>"$BUILD_LOG" 2>&1
 }
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
   log "configuring $BUILD (Release; log: $BUILD_LOG)"
-  if configure ON; then
+  if configure "$BUILD" ON; then
     if cmake --build "$BUILD" -j2 --target socksbench >>"$BUILD_LOG" 2>&1; then
       SB=$BUILD/bench/socksbench
     fi
@@ -73,11 +80,12 @@ if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
       if cmake --build "$BUILD" -j2 --target socksgate >>"$BUILD_LOG" 2>&1 &&
           [[ -x $BUILD/gateway/socksgate ]]; then
         SG=$BUILD/gateway/socksgate
-      elif grep -q 'Werror' "$BUILD_LOG" && configure OFF &&
-          cmake --build "$BUILD" -j2 --target socksgate >>"$BUILD_LOG" 2>&1 &&
-          [[ -x $BUILD/gateway/socksgate ]]; then
-        # A warning that only -O3 (Release) produces must not stop the benchmark; say so.
-        SG=$BUILD/gateway/socksgate
+      elif grep -q 'Werror' "$BUILD_LOG" && configure "$BUILD/werror-off" OFF &&
+          cmake --build "$BUILD/werror-off" -j2 --target socksgate >>"$BUILD_LOG" 2>&1 &&
+          [[ -x $BUILD/werror-off/gateway/socksgate ]]; then
+        # A warning that only -O3 (Release) produces must not stop the benchmark; say so. (A
+        # separate build dir, so that neither flag set forces a full rebuild of the other.)
+        SG=$BUILD/werror-off/gateway/socksgate
         SG_BUILD_NOTE="socksgate's Release build fails with -Werror (see $BUILD_LOG: $(grep -m1 -o 'error: .*\[-Werror=[a-z-]*\]' "$BUILD_LOG" | cut -c1-60)…); benchmarked a build with SOCKSGATE_WERROR=OFF"
         log "$SG_BUILD_NOTE"
       else
@@ -103,6 +111,7 @@ else
   [[ -n $SB ]] || die "BENCH_SKIP_BUILD=1 but no socksbench in $BUILD"
   if [[ -z ${SOCKSGATE_BIN:-} ]]; then
     if [[ -x $BUILD/gateway/socksgate ]]; then SG=$BUILD/gateway/socksgate
+    elif [[ -x $BUILD/werror-off/gateway/socksgate ]]; then SG=$BUILD/werror-off/gateway/socksgate
     else SG_NOTE="socksgate not built ($BUILD/gateway/socksgate missing)"; fi
   fi
 fi
@@ -149,6 +158,7 @@ stop_proxy() {
   unset "PROXY_PID[$name]" "PROXY_PORT[$name]"
 }
 
+# shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
   local rc=$?
   set +e
@@ -261,6 +271,7 @@ start_target() {  # start_target NAME  (dante|dante-user|sg|sg-user|sg-user-noca
 RESULTS=$OUT/results.tsv
 : >"$RESULTS"
 QUIET_USED=0
+RETRY_USED=0
 
 cpu_busy_pct() {  # whole-machine busy % over 0.3 s
   local a b
@@ -300,19 +311,29 @@ proxy_args() {  # proxy_args TARGET -> extra socksbench args
 measure() {  # measure KEY TARGET REP socksbench-args...
   local key=$1 target=$2 rep=$3
   shift 3
-  wait_quiet
-  local line rc=0
-  # shellcheck disable=SC2046
-  line=$(timeout 600 "$SB" "$@" --source "$SOURCE_ADDR" $(proxy_args "$target") --label "$key/$target" 2>>"$OUT/socksbench.stderr" | tail -1) || rc=$?
-  [[ -n $line ]] || line="{\"error\": \"socksbench exited $rc without output\"}"
-  printf '%s\t%s\t%s\t%s\t%s\n' "$key" "$target" "$rep" "$LAST_BUSY" "$line" >>"$RESULTS"
-  local short
-  short=$(python3 -c 'import json, sys
+  local attempt share line rc short t_start
+  for attempt in 1 2 3; do
+    t_start=$SECONDS
+    wait_quiet
+    rc=0
+    # shellcheck disable=SC2046
+    line=$(timeout 600 "$SB" "$@" --source "$SOURCE_ADDR" $(proxy_args "$target") \
+      --label "$key/$target" 2>>"$OUT/socksbench.stderr" | tail -1) || rc=$?
+    [[ -n $line ]] || line="{\"error\": \"socksbench exited $rc without output\"}"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$key" "$target" "$rep" "$LAST_BUSY" "$line" >>"$RESULTS"
+    read -r share short < <(python3 -c 'import json, sys
 d = json.loads(sys.argv[1])
 ks = ["gib_per_s", "cpu_s_per_gib", "sessions_per_s", "p50_us", "p99_us", "kib_per_session",
-      "alive", "errors", "error", "first_error"]
-print(" ".join(f"{k}={d[k]}" for k in ks if d.get(k) is not None))' "$line" 2>/dev/null || echo "$line")
-  log "rep $rep  $key  $target  (busy before: ${LAST_BUSY}%)  $short"
+      "alive", "errors", "error", "first_error", "foreign_share"]
+print(int(100 * (d.get("foreign_share") or 0)),
+      " ".join(f"{k}={d[k]}" for k in ks if d.get(k) is not None))' "$line" 2>/dev/null ||
+      echo "0 $line")
+    log "rep $rep  $key  $target  (busy before: ${LAST_BUSY}%, others during: ${share}%)  $short"
+    ((attempt > 1)) && RETRY_USED=$((RETRY_USED + SECONDS - t_start))
+    # Other people's load took a real share of the CPUs during the run: try again, within the
+    # retry budget (the report takes the cleanest attempt).
+    ((share > 15 && RETRY_USED < RETRY_BUDGET)) || break
+  done
 }
 
 TARGETS_NONE=(direct dante)
@@ -340,6 +361,7 @@ for rep in $(seq "$REPS"); do
     done
   done
   for t in "${TARGETS_NONE[@]}"; do
+    measure rtt-pin "$t" "$rep" latency --rounds "$RTT_ROUNDS" --size 64 --pin-cpu 1
     measure rtt "$t" "$rep" latency --rounds "$RTT_ROUNDS" --size 64
   done
   for t in "${TARGETS_NONE[@]}" "${TARGETS_AUTH[@]}"; do
@@ -373,23 +395,29 @@ SG_VER=""
 ELAPSED=$(($(date +%s) - START_TS))
 
 python3 - "$RESULTS" "$REPS" "$MACHINE" "$DANTE_VER" "${SG_NOTE:-}" "$ELAPSED" "$QUIET_USED" \
-  "$IDLE_COUNTS" "$TP_SECONDS" "$SETUP_SECONDS" "$RTT_ROUNDS" "${SG_VER:-}" "${SG_BUILD_NOTE:-}" \
+  "$IDLE_COUNTS" "$TP_SECONDS" "$SETUP_SECONDS" "$RTT_ROUNDS" "${SG_VER:-}" "${SG_BUILD_NOTE:-}" "$RETRY_USED" \
   <<'EOF' | tee "$OUT/table.md"
 import json, statistics, sys
 from collections import defaultdict
 
 (path, reps, machine, dante_ver, sg_note, elapsed, quiet_used, idle_counts,
- tp_s, setup_s, rtt_rounds, sg_ver, sg_build_note) = sys.argv[1:14]
-runs = defaultdict(list)   # (key, target) -> [json]
-busy = []
+ tp_s, setup_s, rtt_rounds, sg_ver, sg_build_note, retry_used) = sys.argv[1:15]
+attempts = defaultdict(list)   # (key, target, rep) -> [json, ...] (re-runs when disturbed)
 for line in open(path):
     key, target, rep, b, js = line.rstrip("\n").split("\t", 4)
     try:
         d = json.loads(js)
     except ValueError:
         d = {"error": js}
-    runs[(key, target)].append(d)
-    busy.append(int(b or 0))
+    d["_busy_before"] = int(b or 0)
+    attempts[(key, target, rep)].append(d)
+runs = defaultdict(list)   # (key, target) -> [the cleanest attempt of each rep]
+for (key, target, rep), ds in attempts.items():
+    ok = [d for d in ds if "error" not in d] or ds
+    runs[(key, target)].append(min(ok, key=lambda d: d.get("foreign_share") or 0))
+n_attempts = sum(len(ds) for ds in attempts.values())
+chosen = [d for ds in runs.values() for d in ds]
+disturbed = sum(1 for d in chosen if (d.get("foreign_share") or 0) > 0.15)
 
 def values(key, target, field):
     return [d[field] for d in runs.get((key, target), [])
@@ -440,15 +468,18 @@ for c in (1, 32):
     rows.append((f"Session setup, username/password, socksgate credential cache off, concurrency {c}",
                  "sessions/s", "↑", f"setup-c{c}", "sessions_per_s", None, "dante-user",
                  "sg-user-nocache"))
-rows.append(("Round trip 64 B, p50", "µs", "↓", "rtt", "p50_us", "direct", "dante", "sg"))
-rows.append(("Round trip 64 B, p99", "µs", "↓", "rtt", "p99_us", "direct", "dante", "sg"))
+rows.append(("Round trip 64 B, p50, all on one vCPU", "µs", "↓", "rtt-pin", "p50_us", "direct", "dante", "sg"))
+rows.append(("Round trip 64 B, p99, all on one vCPU", "µs", "↓", "rtt-pin", "p99_us", "direct", "dante", "sg"))
+rows.append(("Round trip 64 B, p50, unpinned", "µs", "↓", "rtt", "p50_us", "direct", "dante", "sg"))
+rows.append(("Round trip 64 B, p99, unpinned", "µs", "↓", "rtt", "p99_us", "direct", "dante", "sg"))
 for k in idle_counts.split():
     rows.append((f"Idle session memory, {int(k):,} sessions (RSS)", "KiB/session", "↓",
                  f"idle-{k}", "kib_per_session", None, "dante", "sg"))
 
 print(f"## socksgate benchmark — medians of {reps} runs\n")
 print(f"Machine: {machine}. {dante_ver}." + (f" socksgate: {sg_ver}." if sg_ver else ""))
-print(f"Throughput runs {tp_s} s, setup runs {setup_s} s, {rtt_rounds} round trips per latency run.\n")
+print(f"Throughput runs {tp_s} s (endpoints: send() 256 KiB, recv() 1 MiB with SO_RCVLOWAT 256 KiB), "
+      f"setup runs {setup_s} s, {rtt_rounds} round trips per latency run.\n")
 print(f"| Figure | Unit | Better | direct | Dante | {sg_col} | Dante ÷ direct | socksgate ÷ direct | socksgate ÷ Dante |")
 print("|---|---|---|---:|---:|---:|---:|---:|---:|")
 raw = []
@@ -475,6 +506,10 @@ notes.append("Session setup = connect → greeting → (RFC 1929) → CONNECT �
              "socksgate caches a successful check for 60 s (`cache_ttl_s`), so its default row "
              "mostly measures cache hits; the `cache off` rows (`cache_ttl_s: 0`) hash every login "
              "like Dante.")
+notes.append("Round trips: 'all on one vCPU' pins the client, the echo target and every thread of "
+             "the proxy to vCPU 1 for the run (affinities restored after), so the figure is the "
+             "software path alone; 'unpinned' is left to the scheduler and includes cross-vCPU "
+             "wakeups, which cost ~35 µs each in this VM and make the p50 jump between runs.")
 notes.append("Idle sessions: 9,000 instead of 10,000 — every proxied session holds 2 fds in the "
              "proxy and the open-files hard limit is 20,000 per process. Each idle run uses a "
              "freshly started proxy; KiB/session = (RSS of the proxy's whole process tree with K "
@@ -484,9 +519,11 @@ bad = [(k, t, d.get("error") or d.get("first_error")) for (k, t), ds in runs.ite
        or (d.get("scenario") == "idle" and d.get("alive") != d.get("sessions"))]
 if bad:
     notes.append("Runs with errors: " + "; ".join(f"{k}/{t}: {e}" for k, t, e in bad[:12]))
-noisy = sum(1 for b in busy if b > 20)
-notes.append(f"Whole run: {elapsed} s; {noisy} of {len(busy)} measurements started while other "
-             f"load kept the CPUs >20% busy (waited {quiet_used} s for quiet).")
+notes.append(f"Whole run: {elapsed} s. Other processes on the machine: {disturbed} of the "
+             f"{len(chosen)} figures kept took more than 15% of the CPUs while they ran "
+             f"(`foreign_share`; {n_attempts - len(chosen)} disturbed runs were repeated and the "
+             f"cleanest attempt kept, {retry_used} s spent re-running; waited {quiet_used} s "
+             f"for quiet).")
 for n in notes:
     print(f"- {n}")
 
@@ -506,7 +543,8 @@ for k in idle_counts.split():
     print(f"| Idle {k}: PSS KiB/session | " + " | ".join(cell(f"idle-{k}", t, "pss_kib_per_session") for t in tgts) + " |")
     print(f"| Idle {k}: proxy processes after | " + " | ".join(cell(f"idle-{k}", t, "processes_after", "{:.0f}") for t in tgts) + " |")
     print(f"| Idle {k}: proxy RSS after, MiB | " + " | ".join("—" if med(f"idle-{k}", t, "rss_after_kib") is None else f"{med(f'idle-{k}', t, 'rss_after_kib')/1024:.0f}" for t in tgts) + " |")
-print(f"| RTT p99.9 µs | " + " | ".join(cell("rtt", t, "p999_us") for t in tgts) + " |")
+print(f"| RTT p99.9 µs, all on one vCPU | " + " | ".join(cell("rtt-pin", t, "p999_us") for t in tgts) + " |")
+print(f"| RTT p99.9 µs, unpinned | " + " | ".join(cell("rtt", t, "p999_us") for t in tgts) + " |")
 def tool_cpu(key, t):
     v = [(d.get("client_cpu_s", 0) + d.get("target_cpu_s", 0)) / (d["bytes"] / 2**30)
          for d in runs.get((key, t), []) if d.get("bytes") and "error" not in d]
@@ -522,3 +560,5 @@ for name, t, v in raw:
 print("\n</details>")
 EOF
 log "results: $RESULTS, table: $OUT/table.md"
+exit 0
+}
