@@ -549,11 +549,15 @@ asio::awaitable<void> Session::run_bind() {
 
   // Listen on the external address (default: where the client reached us).
   std::error_code ec;
+  // Listen on the rule's egress, else the listener's external address, else where the client
+  // reached us.
   asio::ip::address ext = channel_.socket().local_endpoint(ec).address();
-  if (!listener_->external_addrs.empty()) {
-    const auto& h = listener_->external_addrs;
-    ext = h.for_family(ext.is_v6()).value_or(h.v4 ? *h.v4 : *h.v6);
+  const HostAddresses* src = &listener_->external_addrs;
+  if (deciding && !deciding->egress.empty()) {
+    if (auto it = snap_->egress.find(deciding->egress); it != snap_->egress.end())
+      src = &it->second;
   }
+  if (!src->empty()) ext = src->for_family(ext.is_v6()).value_or(src->v4 ? *src->v4 : *src->v6);
   std::vector<uint16_t> reserved;
   for (const auto& l : cfg.listeners) reserved.push_back(l.port);
   asio::ip::tcp::acceptor acceptor(channel_.socket().get_executor());
@@ -620,8 +624,8 @@ asio::awaitable<void> Session::run_udp() {
   }
   std::error_code ec;
   asio::ip::address local = channel_.socket().local_endpoint(ec).address();
-  UdpSettings us{cfg.udp.idle_timeout, cfg.udp.max_datagrams_per_s, cfg.udp.max_bytes_per_s,
-                 cfg.udp.max_destinations, listener_->external_addrs};
+  UdpSettings us{cfg.udp.idle_timeout,     cfg.udp.max_datagrams_per_s, cfg.udp.max_bytes_per_s,
+                 cfg.udp.max_destinations, listener_->external_addrs,   &snap_->egress};
   UdpAssociation assoc(channel_.socket().get_executor(), client_ip, request_.port, req,
                        *snap_->policy, state_.resolver, us, [this](json d) {
                          json j = base_record("denied", rec_);

@@ -1,6 +1,8 @@
 #include "gateway/udp_relay.h"
 
 #include <algorithm>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/ip/v6_only.hpp>
@@ -46,9 +48,7 @@ UdpAssociation::UdpAssociation(asio::any_io_executor ex, asio::ip::address clien
       resolver_(resolver),
       settings_(settings),
       denied_audit_(std::move(denied_audit)),
-      client_sock_(ex),
-      up4_(ex),
-      up6_(ex) {
+      client_sock_(ex) {
   if (client_port != 0) client_ep_ = udp::endpoint(client_ip_, client_port);
   up_bucket_.datagrams = down_bucket_.datagrams = settings_.max_datagrams_per_s;
   up_bucket_.bytes = down_bucket_.bytes = static_cast<double>(settings_.max_bytes_per_s);
@@ -64,18 +64,34 @@ std::error_code UdpAssociation::open(const asio::ip::address& bind_address, udp:
   return ec;
 }
 
-udp::socket& UdpAssociation::upstream_for(const asio::ip::address& a) {
-  udp::socket& s = a.is_v4() ? up4_ : up6_;
-  if (!s.is_open()) {
-    std::error_code ec;
-    s.open(a.is_v4() ? udp::v4() : udp::v6(), ec);
-    if (!ec && a.is_v6()) s.set_option(asio::ip::v6_only(true), ec);
-    auto src = settings_.source.for_family(a.is_v6());
-    udp::endpoint local =
-        src ? udp::endpoint(*src, 0) : udp::endpoint(a.is_v4() ? udp::v4() : udp::v6(), 0);
-    if (!ec) s.bind(local, ec);
+udp::socket* UdpAssociation::outbound(const asio::ip::address& dest, const std::string& egress) {
+  const HostAddresses* src = &settings_.source;
+  if (!egress.empty() && settings_.egress != nullptr) {
+    if (auto it = settings_.egress->find(egress); it != settings_.egress->end()) src = &it->second;
   }
-  return s;
+  std::optional<asio::ip::address> from = src->for_family(dest.is_v6());
+  if (!src->empty() && !from) return nullptr;
+  std::string key = from ? from->to_string() : (dest.is_v6() ? "::" : "0.0.0.0");
+  auto it = outs_.find(key);
+  if (it != outs_.end()) return it->second.get();
+  auto sock = std::make_unique<udp::socket>(ex_);
+  std::error_code ec;
+  sock->open(dest.is_v4() ? udp::v4() : udp::v6(), ec);
+  if (!ec && dest.is_v6()) sock->set_option(asio::ip::v6_only(true), ec);
+  udp::endpoint local =
+      from ? udp::endpoint(*from, 0) : udp::endpoint(dest.is_v4() ? udp::v4() : udp::v6(), 0);
+  if (!ec) sock->bind(local, ec);
+  if (ec) return nullptr;
+  udp::socket* raw = sock.get();
+  outs_.emplace(key, std::move(sock));
+  ++loops_;
+  asio::co_spawn(ex_, upstream_task(raw), asio::detached);
+  return raw;
+}
+
+asio::awaitable<void> UdpAssociation::upstream_task(udp::socket* sock) {
+  co_await upstream_loop(*sock);
+  --loops_;
 }
 
 bool UdpAssociation::take(bool up, size_t bytes) {
@@ -146,6 +162,7 @@ asio::awaitable<std::optional<udp::endpoint>> UdpAssociation::destination_for(
       if (flow.rule.empty()) {
         flow.rule = d.rule_id;
         flow.host = req.host;
+        flow.egress = d.egress;
       }
       co_return ep;
     }
@@ -210,9 +227,14 @@ asio::awaitable<void> UdpAssociation::client_loop() {
     }
     auto dest = co_await destination_for(h.dst, h.port);
     if (!dest) continue;
-    udp::socket& out = upstream_for(dest->address());
+    auto& flow_ref = flows_[*dest];
+    udp::socket* out = outbound(dest->address(), flow_ref.egress);
+    if (out == nullptr) {
+      ++counters_.dropped_unroutable;
+      continue;
+    }
     auto [sec, sent] =
-        co_await out.async_send_to(asio::buffer(buf.get() + h.header_size, payload), *dest, kUse);
+        co_await out->async_send_to(asio::buffer(buf.get() + h.header_size, payload), *dest, kUse);
     if (sec) continue;
     last_activity_ = Clock::now();
     ++counters_.datagrams_up;
@@ -229,13 +251,6 @@ asio::awaitable<void> UdpAssociation::upstream_loop(udp::socket& sock) {
   auto buf = std::make_unique<uint8_t[]>(kMaxDatagram);
   std::vector<uint8_t> out;
   for (;;) {
-    if (!sock.is_open()) {
-      // Opened on the first datagram to that family; check back shortly.
-      asio::steady_timer t(ex_, std::chrono::milliseconds(20));
-      auto [tec] = co_await t.async_wait(kUse);
-      if (tec) co_return;
-      continue;
-    }
     udp::endpoint from;
     auto [ec, n] =
         co_await sock.async_receive_from(asio::buffer(buf.get(), kMaxDatagram), from, kUse);
@@ -292,12 +307,17 @@ asio::awaitable<void> UdpAssociation::idle_watch() {
 
 asio::awaitable<CloseReason> UdpAssociation::run(asio::ip::tcp::socket& control) {
   using namespace asio::experimental::awaitable_operators;
-  auto r = co_await (control_watch(control) || idle_watch() || client_loop() ||
-                     upstream_loop(up4_) || upstream_loop(up6_));
+  auto r = co_await (control_watch(control) || idle_watch() || client_loop());
   std::error_code ec;
   client_sock_.close(ec);
-  up4_.close(ec);
-  up6_.close(ec);
+  for (auto& [key, sock] : outs_) sock->close(ec);
+  // The reply loops see their sockets closed on this same executor; let them finish before
+  // the association (which they point into) goes away.
+  asio::steady_timer t(ex_);
+  for (int i = 0; loops_ > 0 && i < 1000; ++i) {
+    t.expires_after(std::chrono::milliseconds(1));
+    co_await t.async_wait(kUse);
+  }
   co_return r.index() == 1 ? CloseReason::kIdleTimeout : CloseReason::kClientClosed;
 }
 
@@ -325,7 +345,8 @@ nlohmann::json UdpAssociation::summary() const {
             {"unsolicited", c.dropped_unsolicited},
             {"unresolved", c.dropped_unresolved},
             {"destinations", c.dropped_destinations},
-            {"oversize", c.dropped_oversize}}}};
+            {"oversize", c.dropped_oversize},
+            {"unroutable", c.dropped_unroutable}}}};
 }
 
 }  // namespace socksgate::gateway

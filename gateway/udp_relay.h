@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -43,6 +44,8 @@ struct UdpSettings {
   uint64_t max_bytes_per_s = 64ull << 20;  // each direction
   size_t max_destinations = 1024;          // distinct destinations tracked per association
   HostAddresses source;  // outbound source (the listener's "external"); empty = any
+  // Rule "egress" names resolved (from the snapshot); a passing rule's egress wins.
+  const std::map<std::string, HostAddresses, std::less<>>* egress = nullptr;
 };
 
 struct UdpCounters {
@@ -56,13 +59,15 @@ struct UdpCounters {
   uint64_t dropped_unresolved = 0;
   uint64_t dropped_destinations = 0;  // over max_destinations
   uint64_t dropped_oversize = 0;      // a reply too big to carry with its header
+  uint64_t dropped_unroutable = 0;    // the egress has no address of the destination's family
 };
 
 struct UdpFlow {
   uint64_t datagrams_up = 0, bytes_up = 0, datagrams_down = 0, bytes_down = 0;
   std::string first_seen, last_seen;
   std::string rule;
-  std::string host;  // the name the client used, if any
+  std::string host;    // the name the client used, if any
+  std::string egress;  // the deciding rule's egress, if any
 };
 
 class UdpAssociation {
@@ -93,6 +98,7 @@ class UdpAssociation {
   };
   asio::awaitable<void> client_loop();
   asio::awaitable<void> upstream_loop(asio::ip::udp::socket& sock);
+  asio::awaitable<void> upstream_task(asio::ip::udp::socket* sock);
   asio::awaitable<void> control_watch(asio::ip::tcp::socket& control);
   asio::awaitable<void> idle_watch();
   // The allowed endpoint for a client's destination (resolving and deciding as needed), or
@@ -101,7 +107,10 @@ class UdpAssociation {
       const socks5::Address& dst, uint16_t port);
   bool take(bool up, size_t bytes);
   void audit_denied_once(const socks5::Address& dst, uint16_t port, const policy::Decision& d);
-  asio::ip::udp::socket& upstream_for(const asio::ip::address& a);
+  // The outbound socket for a destination of `dest`'s family from the source `egress` (or the
+  // listener's external address) selects; opened on first use with its own reply loop. Null
+  // when the configured source has no address of that family.
+  asio::ip::udp::socket* outbound(const asio::ip::address& dest, const std::string& egress);
 
   asio::any_io_executor ex_;
   asio::ip::address client_ip_;
@@ -112,8 +121,8 @@ class UdpAssociation {
   UdpSettings settings_;
   AuditFn denied_audit_;
   asio::ip::udp::socket client_sock_;
-  asio::ip::udp::socket up4_;
-  asio::ip::udp::socket up6_;
+  std::map<std::string, std::unique_ptr<asio::ip::udp::socket>> outs_;  // by source address
+  int loops_ = 0;                                                       // reply loops still running
   UdpCounters counters_;
   std::map<asio::ip::udp::endpoint, UdpFlow> flows_;
   std::map<asio::ip::udp::endpoint, Decided> decisions_;

@@ -59,3 +59,42 @@ def test_unknown_interface_names_are_config_errors(gateway_factory):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert "a rule's \"egress\": \"nosuchif1\"" in r.stderr
+
+
+def test_rule_egress_is_where_bind_listens(gateway_factory):
+    from sgtest import connect_tcp, greeting, read_reply, recv_exact, request, userpass
+    from test_bind import bind_config, bind_policy
+    p = bind_policy()
+    p["rules"][0]["egress"] = "127.0.0.3"
+    gw = gateway_factory(config=bind_config(), policy=p)
+    s = connect_tcp(gw.addr("main"))
+    s.sendall(greeting((0x02,)))
+    assert recv_exact(s, 2) == b"\x05\x02"
+    s.sendall(userpass("alice", gw.passwords["alice"]))
+    assert recv_exact(s, 2) == b"\x01\x00"
+    s.sendall(request("127.0.0.1", 0, cmd=2))
+    rep, addr, port = read_reply(s)
+    assert rep == 0 and addr == "127.0.0.3"
+    peer = connect_tcp((addr, port))
+    rep2, _, _ = read_reply(s)
+    assert rep2 == 0
+    peer.close()
+    s.close()
+
+
+def test_rule_egress_is_the_udp_relays_source(gateway_factory):
+    from test_udp import UdpEcho, associate, roundtrip, udp_config, udp_policy, udp_socket
+    p = udp_policy(to=("127.0.0.1/32",))
+    p["rules"][0]["egress"] = "127.0.0.4"
+    gw = gateway_factory(config=udp_config(), policy=p)
+    echo = UdpEcho("127.0.0.1")
+    ctl, (rep, _, bport) = associate(gw)
+    assert rep == 0
+    u = udp_socket("127.0.0.1")
+    try:
+        roundtrip(u, ("127.0.0.1", bport), "127.0.0.1", echo.port, b"from egress")
+        assert [s[0] for s in echo.senders()] == ["127.0.0.4"]
+    finally:
+        u.close()
+        echo.close()
+        ctl.close()

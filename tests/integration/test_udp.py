@@ -216,7 +216,7 @@ def dropped(end: dict, **expected) -> None:
     """dropped.* are exactly `expected`, every other counter 0."""
     d = end["udp"]["dropped"]
     keys = {"foreign_source", "fragmented", "malformed", "denied", "rate", "unsolicited",
-            "unresolved", "destinations", "oversize"}
+            "unresolved", "destinations", "oversize", "unroutable"}
     assert set(d) == keys, d
     for k in keys:
         assert d[k] == expected.get(k, 0), f"dropped.{k} = {d[k]}, expected " \
