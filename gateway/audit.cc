@@ -91,8 +91,9 @@ std::string unescape_untrusted(std::string_view s) {
   return out;
 }
 
-std::string now_rfc3339() {
-  auto now = std::chrono::system_clock::now();
+std::string now_rfc3339() { return to_rfc3339(std::chrono::system_clock::now()); }
+
+std::string to_rfc3339(std::chrono::system_clock::time_point now) {
   auto secs = std::chrono::system_clock::to_time_t(now);
   auto ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;

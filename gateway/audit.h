@@ -10,6 +10,7 @@
 // sink. A record is written with a single write(2) on an O_APPEND descriptor, so concurrent
 // records never interleave.
 
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -26,6 +27,7 @@ std::string unescape_untrusted(std::string_view text);
 
 // RFC 3339 UTC time with milliseconds, e.g. "2026-11-26T18:44:42.123Z".
 std::string now_rfc3339();
+std::string to_rfc3339(std::chrono::system_clock::time_point t);
 
 class AuditSink {
  public:

@@ -225,7 +225,16 @@ asio::awaitable<void> UdpAssociation::client_loop() {
       ++counters_.dropped_rate;
       continue;
     }
-    auto dest = co_await destination_for(h.dst, h.port);
+    // Fast path: an IP destination already allowed needs no coroutine, no policy call.
+    std::optional<udp::endpoint> dest;
+    if (h.dst.type != socks5::AddressType::kDomain) {
+      udp::endpoint ep(canonical(h.dst.ip), h.port);
+      if (auto known = decisions_.find(ep);
+          known != decisions_.end() && known->second.allowed && flows_.contains(ep)) {
+        dest = ep;
+      }
+    }
+    if (!dest) dest = co_await destination_for(h.dst, h.port);
     if (!dest) continue;
     auto& flow_ref = flows_[*dest];
     udp::socket* out = outbound(dest->address(), flow_ref.egress);
@@ -239,11 +248,12 @@ asio::awaitable<void> UdpAssociation::client_loop() {
     last_activity_ = Clock::now();
     ++counters_.datagrams_up;
     counters_.bytes_up += sent;
-    auto& flow = flows_[*dest];
+    auto& flow = flow_ref;  // std::map references stay valid: flows are never erased
     ++flow.datagrams_up;
     flow.bytes_up += sent;
-    flow.last_seen = now_rfc3339();
-    if (flow.first_seen.empty()) flow.first_seen = flow.last_seen;
+    flow.last_seen = std::chrono::system_clock::now();
+    if (flow.first_seen == std::chrono::system_clock::time_point{})
+      flow.first_seen = flow.last_seen;
   }
 }
 
@@ -283,7 +293,7 @@ asio::awaitable<void> UdpAssociation::upstream_loop(udp::socket& sock) {
     counters_.bytes_down += n;
     ++flow->second.datagrams_down;
     flow->second.bytes_down += n;
-    flow->second.last_seen = now_rfc3339();
+    flow->second.last_seen = std::chrono::system_clock::now();
   }
 }
 
@@ -325,10 +335,14 @@ nlohmann::json UdpAssociation::summary() const {
   nlohmann::json dests = nlohmann::json::array();
   for (const auto& [ep, f] : flows_) {
     if (f.datagrams_up == 0 && f.datagrams_down == 0) continue;
-    nlohmann::json d = {{"address", format_udp(ep)},          {"rule", f.rule},
-                        {"datagrams_up", f.datagrams_up},     {"bytes_up", f.bytes_up},
-                        {"datagrams_down", f.datagrams_down}, {"bytes_down", f.bytes_down},
-                        {"first_seen", f.first_seen},         {"last_seen", f.last_seen}};
+    nlohmann::json d = {{"address", format_udp(ep)},
+                        {"rule", f.rule},
+                        {"datagrams_up", f.datagrams_up},
+                        {"bytes_up", f.bytes_up},
+                        {"datagrams_down", f.datagrams_down},
+                        {"bytes_down", f.bytes_down},
+                        {"first_seen", to_rfc3339(f.first_seen)},
+                        {"last_seen", to_rfc3339(f.last_seen)}};
     if (!f.host.empty()) d["host"] = escape_untrusted(f.host);
     dests.push_back(std::move(d));
   }

@@ -64,7 +64,8 @@ struct UdpCounters {
 
 struct UdpFlow {
   uint64_t datagrams_up = 0, bytes_up = 0, datagrams_down = 0, bytes_down = 0;
-  std::string first_seen, last_seen;
+  // Kept as clock values, formatted once for the audit record (not on every datagram).
+  std::chrono::system_clock::time_point first_seen{}, last_seen{};
   std::string rule;
   std::string host;    // the name the client used, if any
   std::string egress;  // the deciding rule's egress, if any

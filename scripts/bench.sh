@@ -480,15 +480,18 @@ print(f"## socksgate benchmark — medians of {reps} runs\n")
 print(f"Machine: {machine}. {dante_ver}." + (f" socksgate: {sg_ver}." if sg_ver else ""))
 print(f"Throughput runs {tp_s} s (endpoints: send() 256 KiB, recv() 1 MiB with SO_RCVLOWAT 256 KiB), "
       f"setup runs {setup_s} s, {rtt_rounds} round trips per latency run.\n")
-print(f"| Figure | Unit | Better | direct | Dante | {sg_col} | Dante ÷ direct | socksgate ÷ direct | socksgate ÷ Dante |")
-print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+print(f"| Figure | Unit | Better | direct | Dante | {sg_col} | Dante ÷ direct | socksgate ÷ direct | socksgate ÷ Dante | Disturbed runs |")
+print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
 raw = []
 for (name, unit, better, key, field, td, tdante, tsg) in rows:
     vd = med(key, td, field) if td else None
     va = med(key, tdante, field)
     vs = med(key, tsg, field)
+    kept = [d for t in (td, tdante, tsg) if t for d in runs.get((key, t), [])]
+    dist = sum(1 for d in kept if (d.get("foreign_share") or 0) > 0.15)
     print(f"| {name} | {unit} | {better} | {fmt(vd, unit)} | {fmt(va, unit)} | "
-          f"{fmt(vs, unit) if have_sg else 'n/a'} | {ratio(va, vd)} | {ratio(vs, vd)} | {ratio(vs, va)} |")
+          f"{fmt(vs, unit) if have_sg else 'n/a'} | {ratio(va, vd)} | {ratio(vs, vd)} | {ratio(vs, va)} | "
+          f"{dist}/{len(kept)} |")
     for t in (td, tdante, tsg):
         if t and runs.get((key, t)):
             raw.append((name, t, [round(x, 3) for x in values(key, t, field)]))
@@ -519,6 +522,8 @@ bad = [(k, t, d.get("error") or d.get("first_error")) for (k, t), ds in runs.ite
        or (d.get("scenario") == "idle" and d.get("alive") != d.get("sessions"))]
 if bad:
     notes.append("Runs with errors: " + "; ".join(f"{k}/{t}: {e}" for k, t, e in bad[:12]))
+notes.append("Disturbed runs: kept runs of that row during which other processes took more "
+             "than 15% of the machine's CPU time (`foreign_share`); treat those rows with care.")
 notes.append(f"Whole run: {elapsed} s. Other processes on the machine: {disturbed} of the "
              f"{len(chosen)} figures kept took more than 15% of the CPUs while they ran "
              f"(`foreign_share`; {n_attempts - len(chosen)} disturbed runs were repeated and the "
