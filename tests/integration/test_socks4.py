@@ -93,3 +93,29 @@ def test_socks4_raw_reply_and_bad_requests(gateway_factory, echo_server):
         assert recv_exact(s, 2) == b"\x00\x5b"
         assert wait_closed(s)[0] in ("eof", "reset")
         s.close()
+
+
+def test_socks4_bind(gateway_factory):
+    """04 02: first reply = listening address, second = the peer; then data flows."""
+    c = socks4_config()
+    c["bind"] = {"ports": "47000-47999", "timeout_s": 30}
+    gw = gateway_factory(config=c, policy=socks4_policy())
+    s = connect_tcp(gw.addr("main"))
+    cport = local_port(s)
+    s.sendall(b"\x04\x02\x00\x00" + bytes([127, 0, 0, 1]) + b"ftp\x00")
+    first = recv_exact(s, 8)
+    assert first[:2] == b"\x00\x5a"
+    port = struct.unpack(">H", first[2:4])[0]
+    addr = socket.inet_ntoa(first[4:8])
+    assert addr == "127.0.0.1" and 47000 <= port <= 47999
+    peer = connect_tcp((addr, port))
+    second = recv_exact(s, 8)
+    assert second[:2] == b"\x00\x5a"
+    assert struct.unpack(">H", second[2:4])[0] == peer.getsockname()[1]
+    peer.sendall(b"data from the server")
+    assert recv_exact(s, 20) == b"data from the server"
+    s.close()
+    peer.close()
+    end = gw.wait_session_end(client_port=cport)
+    assert end["command"] == "bind" and end["method"] == "socks4"
+    assert end["socks4_userid"] == "ftp"
