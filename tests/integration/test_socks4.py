@@ -102,7 +102,7 @@ def test_socks4_bind(gateway_factory):
     gw = gateway_factory(config=c, policy=socks4_policy())
     s = connect_tcp(gw.addr("main"))
     cport = local_port(s)
-    s.sendall(b"\x04\x02\x00\x00" + bytes([127, 0, 0, 1]) + b"ftp\x00")
+    s.sendall(b"\x04\x02" + struct.pack(">H", 2121) + bytes([127, 0, 0, 1]) + b"ftp\x00")
     first = recv_exact(s, 8)
     assert first[:2] == b"\x00\x5a"
     port = struct.unpack(">H", first[2:4])[0]
