@@ -39,8 +39,8 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
-#include <sys/prctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
@@ -81,9 +81,7 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-std::string errno_text(const char* what) {
-  return std::string(what) + ": " + std::strerror(errno);
-}
+std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
 // ---------------------------------------------------------------------------------------------
 // Minimal JSON line writer.
@@ -92,10 +90,18 @@ std::string json_escape(std::string_view s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char b[8];
@@ -174,7 +180,7 @@ struct Options {
   std::vector<pid_t> pids;
   std::string label;
   std::string target_host = "127.0.0.1";
-  std::optional<sockaddr_in> source;  // client source address (port chosen by connect)
+  std::optional<sockaddr_in> source;          // client source address (port chosen by connect)
   std::optional<std::array<int, 4>> targets;  // sink, source, echo, techo
   int serve_threads = 2;
   int io_timeout_s = 20;
@@ -239,7 +245,8 @@ long long to_int(const std::string& s, const char* what) {
 double to_double(const std::string& s, const char* what) {
   char* end = nullptr;
   double v = std::strtod(s.c_str(), &end);
-  if (end == s.c_str() || *end != '\0' || !std::isfinite(v)) usage_error(std::string("bad ") + what);
+  if (end == s.c_str() || *end != '\0' || !std::isfinite(v))
+    usage_error(std::string("bad ") + what);
   return v;
 }
 
@@ -722,8 +729,8 @@ void echo_worker(int lfd) {
           drop = true;
         }
       } else {
-        ssize_t w = send(c->fd, c->pending.data() + c->off, c->pending.size() - c->off,
-                         MSG_NOSIGNAL);
+        ssize_t w =
+            send(c->fd, c->pending.data() + c->off, c->pending.size() - c->off, MSG_NOSIGNAL);
         if (w > 0) {
           c->off += static_cast<size_t>(w);
           if (c->off == c->pending.size()) {
@@ -976,7 +983,8 @@ struct CpuMeter {
   }
   // Share of the machine's CPU capacity during the window that went to other processes.
   double foreign_share() const {
-    const double cap = seconds_between(a.t, b.t) * static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN));
+    const double cap =
+        seconds_between(a.t, b.t) * static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN));
     return cap > 0 ? foreign() / cap : 0;
   }
   void add_to(JsonLine& j) const {
@@ -1005,7 +1013,8 @@ struct Client {
     if (!recv_all(fd, b, 2)) return *err = io_error("read method reply"), false;
     if (b[0] != 0x05) return *err = "method reply: bad version " + std::to_string(b[0]), false;
     if (b[1] == 0xFF) return *err = "proxy accepted none of the offered methods", false;
-    if (b[1] != method) return *err = "proxy chose unexpected method " + std::to_string(b[1]), false;
+    if (b[1] != method)
+      return *err = "proxy chose unexpected method " + std::to_string(b[1]), false;
     if (o.auth) {
       size_t n = 0;
       b[n++] = 0x01;
@@ -1121,8 +1130,8 @@ int scenario_throughput(const Options& o, const Client& cl, const Ports& ports, 
   std::atomic<int> ready{0};
   std::atomic<bool> go{false};
   Clock::time_point t0;
-  const auto dur = std::chrono::duration_cast<Clock::duration>(
-      std::chrono::duration<double>(o.duration_s));
+  const auto dur =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.duration_s));
 
   auto worker = [&](int i) {
     int fd = fds[static_cast<size_t>(i)];
@@ -1245,8 +1254,8 @@ int scenario_setup(const Options& o, const Client& cl, const Ports& ports, pid_t
   std::atomic<int> ready{0};
   std::atomic<bool> go{false};
   Clock::time_point t0;
-  const auto dur = std::chrono::duration_cast<Clock::duration>(
-      std::chrono::duration<double>(o.duration_s));
+  const auto dur =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.duration_s));
 
   auto worker = [&](int i) {
     auto& my_lat = lat[static_cast<size_t>(i)];
@@ -1310,6 +1319,7 @@ int scenario_setup(const Options& o, const Client& cl, const Ports& ports, pid_t
   }
   meter.add_to(j);
   if (!errs.text.empty()) j.str("first_error", errs.text);
+  if (n == 0) j.str("error", errs.text.empty() ? "no session completed" : errs.text);
   emit(j);
   return n > 0 ? 0 : 1;
 }
@@ -1519,14 +1529,14 @@ int scenario_idle(const Options& o, const Client& cl, const Ports& ports) {
       .integer("processes_before", before.processes)
       .integer("processes_after", after.processes)
       .num("kib_per_session",
-           opened > 0 ? static_cast<double>(after.rss_kib - before.rss_kib) /
-                            static_cast<double>(opened)
-                      : NAN,
+           opened > 0
+               ? static_cast<double>(after.rss_kib - before.rss_kib) / static_cast<double>(opened)
+               : NAN,
            2)
       .num("pss_kib_per_session",
-           opened > 0 ? static_cast<double>(after.pss_kib - before.pss_kib) /
-                            static_cast<double>(opened)
-                      : NAN,
+           opened > 0
+               ? static_cast<double>(after.pss_kib - before.pss_kib) / static_cast<double>(opened)
+               : NAN,
            2)
       .integer("fd_hard_limit", nofile_limit())
       .str("note", note);
