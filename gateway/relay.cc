@@ -81,77 +81,84 @@ struct RelayState {
 bool is_reset(int err) { return err == ECONNRESET || err == EPIPE || err == ECONNABORTED; }
 
 // Moves bytes from `from` to `to` with splice(2) until EOF or error.
+//
+// Every step is tried first and waited for only on EAGAIN: the reactor is edge-triggered, so
+// waiting for readiness that already happened (bytes that arrived before the pump started)
+// would sleep until the next segment. Each splice in is followed by a splice out, so bytes
+// move on while more arrive instead of piling up in the pipe. A pipe is held only while it
+// has bytes in it.
 asio::awaitable<PumpEnd> splice_pump(asio::ip::tcp::socket& from, asio::ip::tcp::socket& to,
                                      uint64_t* counter, RelayState* st) {
   const int in_fd = from.native_handle();
   const int out_fd = to.native_handle();
-  for (;;) {
-    auto [wec] = co_await from.async_wait(asio::socket_base::wait_read, kUse);
-    if (wec) co_return PumpEnd::kAborted;
-    Pipe pipe;
-    if (!thread_pipe_pool().acquire(&pipe)) co_return PumpEnd::kError;
-    size_t in_pipe = 0;
-    PumpEnd end = PumpEnd::kAborted;
-    bool done = false;
-    for (;;) {
-      // Fill the pipe as far as the socket allows.
-      ssize_t n = 0;
-      bool eof = false, again = false;
-      while (in_pipe < pipe.capacity) {
-        n = ::splice(in_fd, nullptr, pipe.wr, nullptr, pipe.capacity - in_pipe,
-                     SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n > 0) {
-          in_pipe += static_cast<size_t>(n);
-          continue;
-        }
-        if (n == 0) {
-          eof = true;
-        } else if (errno == EAGAIN) {
-          again = true;
-        } else if (errno != EINTR) {
-          end = is_reset(errno) ? PumpEnd::kReadReset : PumpEnd::kError;
-          done = true;
-        } else {
-          continue;
-        }
-        break;
-      }
-      // Drain it completely before reading more or giving it back.
-      while (in_pipe > 0) {
-        ssize_t m =
-            ::splice(pipe.rd, nullptr, out_fd, nullptr, in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (m > 0) {
-          in_pipe -= static_cast<size_t>(m);
-          *counter += static_cast<uint64_t>(m);
-          st->last_activity = Clock::now();
-          continue;
-        }
-        if (m < 0 && errno == EINTR) continue;
-        if (m < 0 && errno == EAGAIN) {
-          auto [ec2] = co_await to.async_wait(asio::socket_base::wait_write, kUse);
-          if (ec2) break;
-          continue;
-        }
-        end = (m < 0 && is_reset(errno)) ? PumpEnd::kWriteReset : PumpEnd::kError;
-        break;
-      }
-      if (in_pipe > 0) {
-        // Could not drain: the pipe holds stale bytes, so it is not reusable.
-        ::close(pipe.rd);
-        ::close(pipe.wr);
-        co_return end;
-      }
-      if (done) {
-        thread_pipe_pool().release(pipe);
-        co_return end;
-      }
-      if (eof) {
-        thread_pipe_pool().release(pipe);
-        co_return PumpEnd::kEof;
-      }
-      if (again) break;
+  Pipe pipe;
+  bool have_pipe = false;
+  size_t in_pipe = 0;
+  bool eof = false;
+  auto give_back = [&] {
+    if (!have_pipe) return;
+    if (in_pipe == 0) {
+      thread_pipe_pool().release(pipe);
+    } else {  // stale bytes: not reusable
+      ::close(pipe.rd);
+      ::close(pipe.wr);
     }
-    thread_pipe_pool().release(pipe);
+    have_pipe = false;
+  };
+  for (;;) {
+    if (!have_pipe) {
+      if (!thread_pipe_pool().acquire(&pipe)) co_return PumpEnd::kError;
+      have_pipe = true;
+    }
+    bool in_again = false, out_again = false;
+    if (!eof && in_pipe < pipe.capacity) {
+      ssize_t n = ::splice(in_fd, nullptr, pipe.wr, nullptr, pipe.capacity - in_pipe,
+                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (n > 0) {
+        in_pipe += static_cast<size_t>(n);
+      } else if (n == 0) {
+        eof = true;
+      } else if (errno == EAGAIN) {
+        in_again = true;
+      } else if (errno != EINTR) {
+        PumpEnd end = is_reset(errno) ? PumpEnd::kReadReset : PumpEnd::kError;
+        give_back();
+        co_return end;
+      }
+    }
+    if (in_pipe > 0) {
+      ssize_t m =
+          ::splice(pipe.rd, nullptr, out_fd, nullptr, in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (m > 0) {
+        in_pipe -= static_cast<size_t>(m);
+        *counter += static_cast<uint64_t>(m);
+        st->last_activity = Clock::now();
+      } else if (m < 0 && errno == EAGAIN) {
+        out_again = true;
+      } else if (!(m < 0 && errno == EINTR)) {
+        PumpEnd end = (m < 0 && is_reset(errno)) ? PumpEnd::kWriteReset : PumpEnd::kError;
+        give_back();
+        co_return end;
+      }
+    }
+    if (eof && in_pipe == 0) {
+      give_back();
+      co_return PumpEnd::kEof;
+    }
+    if (in_pipe == 0 && in_again) {
+      // Nothing in flight: hold no pipe while idle, sleep until the socket is readable.
+      give_back();
+      auto [wec] = co_await from.async_wait(asio::socket_base::wait_read, kUse);
+      if (wec) co_return PumpEnd::kAborted;
+      continue;
+    }
+    if (out_again && (in_again || eof || in_pipe >= pipe.capacity)) {
+      auto [wec] = co_await to.async_wait(asio::socket_base::wait_write, kUse);
+      if (wec) {
+        give_back();
+        co_return PumpEnd::kAborted;
+      }
+    }
   }
 }
 

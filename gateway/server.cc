@@ -1,5 +1,6 @@
 #include "gateway/server.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <asio/co_spawn.hpp>
@@ -9,9 +10,11 @@
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/ip/v6_only.hpp>
+#include <asio/post.hpp>
 #include <asio/signal_set.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -33,12 +36,25 @@ Key key_of(const ListenerConfig& lc) { return {lc.address, lc.port, lc.port == 0
 }  // namespace
 
 struct Server::Impl {
+  // One listening address: an acceptor per I/O thread (SO_REUSEPORT), so a connection is
+  // accepted on the thread that will run its session — no hand-off between threads, which on
+  // small VMs costs more than the accept itself. Each acceptor is only touched on its own
+  // thread (closing is posted there).
   struct Listener {
     std::string name;
-    asio::ip::tcp::acceptor acceptor;
     asio::ip::tcp::endpoint bound;
-    explicit Listener(asio::io_context& io) : acceptor(io) {}
+    std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors;  // [i] runs on ios[i]
   };
+
+  void close_listener(Listener& l) {
+    for (size_t i = 0; i < l.acceptors.size(); ++i) {
+      asio::ip::tcp::acceptor* a = l.acceptors[i].get();
+      asio::post(*ios[i], [a] {
+        std::error_code ec;
+        a->close(ec);
+      });
+    }
+  }
 
   Impl(Snapshot initial, ServerOptions o)
       : opts(std::move(o)),
@@ -64,11 +80,6 @@ struct Server::Impl {
     audit_stdout = cfg.audit.to_stdout;
   }
 
-  asio::io_context& next_io() {
-    asio::io_context& io = *ios[next++ % ios.size()];
-    return io;
-  }
-
   // Opens listeners to match `cfg`: keeps those whose address/port is unchanged, opens new
   // ones, closes removed ones. Throws on a bind failure of a new listener.
   void sync_listeners(const Config& cfg) {
@@ -82,30 +93,43 @@ struct Server::Impl {
         listeners.erase(it);
         continue;
       }
-      auto l = std::make_unique<Listener>(control);
+      auto l = std::make_unique<Listener>();
       asio::ip::tcp::endpoint ep(asio::ip::make_address(lc.address), lc.port);
       std::error_code ec;
-      l->acceptor.open(ep.protocol(), ec);
-      if (!ec) l->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-      if (!ec && ep.address().is_v6()) l->acceptor.set_option(asio::ip::v6_only(true), ec);
-      if (!ec) l->acceptor.bind(ep, ec);
-      if (!ec) l->acceptor.listen(4096, ec);
+      for (size_t i = 0; i < ios.size() && !ec; ++i) {
+        auto a = std::make_unique<asio::ip::tcp::acceptor>(*ios[i]);
+        a->open(ep.protocol(), ec);
+        if (!ec) a->set_option(asio::socket_base::reuse_address(true), ec);
+        if (!ec) {
+          int one = 1;
+          if (::setsockopt(a->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+            ec = std::error_code(errno, std::system_category());
+          }
+        }
+        if (!ec && ep.address().is_v6()) a->set_option(asio::ip::v6_only(true), ec);
+        if (!ec) a->bind(ep, ec);
+        if (!ec) a->listen(4096, ec);
+        // Port 0: the first acceptor picks the port, the others join it.
+        if (!ec && i == 0) ep.port(a->local_endpoint().port());
+        if (!ec) l->acceptors.push_back(std::move(a));
+      }
       if (ec) {
         throw std::runtime_error("listener \"" + lc.name + "\": cannot listen on " + lc.address +
                                  " port " + std::to_string(lc.port) + ": " + ec.message());
       }
       l->name = lc.name;
-      l->bound = l->acceptor.local_endpoint();
+      l->bound = ep;
       log::info("listening name=", lc.name, " address=", l->bound.address().to_string(),
                 " port=", l->bound.port(), " methods=", join(lc.methods));
       Listener* raw = l.get();
       next_set.emplace(k, std::move(l));
-      asio::co_spawn(control, accept_loop(raw), asio::detached);
+      for (size_t i = 0; i < raw->acceptors.size(); ++i) {
+        asio::co_spawn(*ios[i], accept_loop(raw, i), asio::detached);
+      }
     }
     for (auto& [k, l] : listeners) {
       log::info("closing listener name=", l->name);
-      std::error_code ec;
-      l->acceptor.close(ec);
+      close_listener(*l);
       retired.push_back(std::move(l));
     }
     listeners = std::move(next_set);
@@ -117,13 +141,14 @@ struct Server::Impl {
     return s;
   }
 
-  asio::awaitable<void> accept_loop(Listener* l) {
-    asio::steady_timer backoff(control);
+  asio::awaitable<void> accept_loop(Listener* l, size_t index) {
+    asio::io_context& io = *ios[index];
+    asio::ip::tcp::acceptor& acceptor = *l->acceptors[index];
+    asio::steady_timer backoff(io);
     for (;;) {
-      asio::io_context& io = next_io();
       asio::ip::tcp::endpoint peer;
-      auto [ec, sock] = co_await l->acceptor.async_accept(io, peer, kUse);
-      if (ec == asio::error::operation_aborted || !l->acceptor.is_open()) co_return;
+      auto [ec, sock] = co_await acceptor.async_accept(peer, kUse);
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
       if (ec) {
         // EMFILE and friends: say so and back off instead of spinning.
         log::warn("accept on ", l->name, ": ", ec.message());
@@ -185,10 +210,7 @@ struct Server::Impl {
 
   asio::awaitable<void> drain() {
     state.draining.store(true);
-    for (auto& [k, l] : listeners) {
-      std::error_code ec;
-      l->acceptor.close(ec);
-    }
+    for (auto& [k, l] : listeners) close_listener(*l);
     auto timeout = state.snapshot.load()->config->limits.drain_timeout;
     log::info("draining: ", state.sessions.active(), " sessions, up to ", timeout.count(), " s");
     asio::steady_timer t(control);
@@ -254,7 +276,6 @@ struct Server::Impl {
   std::vector<std::unique_ptr<Listener>> retired;
   std::string audit_file;
   bool audit_stdout = false;
-  size_t next = 0;
   bool stopping = false;
 };
 
