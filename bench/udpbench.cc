@@ -6,7 +6,7 @@
 //
 // Subcommands (each client scenario prints exactly one JSON line on stdout):
 //   udpbench throughput [--window W(16)] [--size BYTES(64)] [--duration S(3)] [--warmup-s S(0.3)]
-//                       [--loss-timeout-ms MS(20)]
+//                       [--loss-timeout-ms MS(20)] [--drain-ms MS(100)]
 //   udpbench latency    [--rounds N(20000)] [--warmup N(1000)] [--size BYTES(64)] [--pin-cpu N]
 //   udpbench echo       only the echo target: prints {"port": P} and echoes until killed
 // Common options:
@@ -27,6 +27,8 @@
 //   After --warmup-s seconds the replies are counted for --duration seconds. The headline figure
 //   is round_trips_per_s (replies per second). Every round trip is TWO datagrams relayed by the
 //   proxy (client -> target and target -> client): relayed_datagrams_per_s = 2 x round trips.
+//   After the run nothing more is sent, and the replies still in flight are collected (not
+//   counted) for up to --drain-ms before the control connection closes.
 //   proxy_cpu_s_per_million_datagrams is per million RELAYED datagrams (both directions).
 // latency: one datagram in flight; p50/p99 of the send -> reply time after the warm-up rounds.
 //   A datagram without a reply after 1 s is counted as lost and the next one is sent.
@@ -169,6 +171,7 @@ struct Options {
   double duration_s = 3;
   double warmup_s = 0.3;
   double loss_timeout_ms = 20;
+  double drain_ms = 100;  // after the run: wait this long for the replies still in flight
   // latency
   int rounds = 20000;
   int warmup = 1000;
@@ -258,6 +261,8 @@ Options parse_args(int argc, char** argv) {
       o.warmup_s = to_double(val(), "warmup-s");
     } else if (k == "--loss-timeout-ms") {
       o.loss_timeout_ms = to_double(val(), "loss timeout");
+    } else if (k == "--drain-ms") {
+      o.drain_ms = to_double(val(), "drain ms");
     } else if (k == "--rounds") {
       o.rounds = static_cast<int>(to_int(val(), "rounds"));
     } else if (k == "--warmup") {
@@ -894,6 +899,28 @@ int scenario_throughput(const Options& o, int target_port, pid_t target_pid) {
     t_counted_to = Clock::now();
     meter.stop();
   }
+  // Drain: no more sends; collect the replies still in flight (not counted) so that the control
+  // connection closes on a quiet association, as a well-behaved client would.
+  long long drained = 0;
+  const auto t_drain_end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                              std::chrono::duration<double, std::milli>(o.drain_ms));
+  long long inflight = 0;
+  for (const auto& s : slots) inflight += s.seq != 0 ? 1 : 0;
+  while (drained < inflight && err.empty()) {
+    auto now = Clock::now();
+    if (now >= t_drain_end) break;
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t_drain_end - now).count();
+    pollfd pfd{p.udp, POLLIN, 0};
+    if (poll(&pfd, 1, static_cast<int>(std::max<long long>(1, ms))) <= 0) continue;
+    for (int i = 0; i < kBatch; ++i) {
+      riov[i] = {rbuf[static_cast<size_t>(i)].data(), kMaxDatagram};
+      rmsg[i] = {};
+      rmsg[i].msg_hdr.msg_iov = &riov[i];
+      rmsg[i].msg_hdr.msg_iovlen = 1;
+    }
+    int n = recvmmsg(p.udp, rmsg.data(), kBatch, MSG_DONTWAIT, nullptr);
+    if (n > 0) drained += n;
+  }
   const double secs = counting ? seconds_between(t_counted_from, t_counted_to) : 0;
   const long long n_rt = replies - c_replies;
   const double rt_per_s = secs > 0 ? static_cast<double>(n_rt) / secs : NAN;
@@ -914,6 +941,7 @@ int scenario_throughput(const Options& o, int target_port, pid_t target_pid) {
            5)
       .num("mean_rtt_us", n_rt > 0 ? (rtt_sum_us - c_rtt_sum_us) / static_cast<double>(n_rt) : NAN, 1)
       .integer("sent_total", sent)
+      .integer("drained_after_run", drained)
       .integer("send_errors", send_errors)
       .num("datagrams_per_send_call", send_calls ? static_cast<double>(sent) / static_cast<double>(send_calls) : NAN, 2)
       .num("datagrams_per_recv_call", recv_calls ? static_cast<double>(replies + late + bad) / static_cast<double>(recv_calls) : NAN, 2);

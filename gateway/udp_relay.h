@@ -124,6 +124,7 @@ class UdpAssociation {
   asio::ip::udp::socket client_sock_;
   std::map<std::string, std::unique_ptr<asio::ip::udp::socket>> outs_;  // by source address
   int loops_ = 0;                                                       // reply loops still running
+  bool closing_ = false;  // the association is ending (control connection closed or idle)
   UdpCounters counters_;
   std::map<asio::ip::udp::endpoint, UdpFlow> flows_;
   std::map<asio::ip::udp::endpoint, Decided> decisions_;

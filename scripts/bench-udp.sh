@@ -293,12 +293,43 @@ proxy_args() {  # proxy_args TARGET -> extra udpbench args
   printf -- '--proxy 127.0.0.1:%s --pids %s' "${PROXY_PORT[$t]}" "$pids"
 }
 
+proxy_alive() {  # proxy_alive NAME: running, not a zombie
+  local pid=${PROXY_PID[$1]:-} state
+  [[ -n $pid ]] || return 1
+  state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+  [[ -n $state && $state != Z && $state != X ]]
+}
+
+start_target() {  # start_target dante|sg
+  case $1 in
+    dante) start_dante ;;
+    sg) start_socksgate ;;
+  esac
+}
+
+# A proxy that died is reported (under the table) and started again, so that the other figures
+# are still measured.
+declare -A DIED=()
+ensure_alive() {  # ensure_alive TARGET
+  local t=$1
+  [[ $t == direct ]] && return 0
+  proxy_alive "$t" && return 0
+  local pid=${PROXY_PID[$t]:-} dir=$WORK/$t
+  DIED[$t]=$((${DIED[$t]:-0} + 1))
+  log "$t (pid $pid) is not running any more; its last output:"
+  tail -5 "$dir/stdout" >&2 2>/dev/null || true
+  [[ -e $dir/stdout ]] && cp "$dir/stdout" "$OUT/$t-died-${DIED[$t]}.stdout"
+  stop_proxy "$t"
+  start_target "$t" || die "$t did not restart"
+}
+
 measure() {  # measure KEY TARGET REP udpbench-args...
   local key=$1 target=$2 rep=$3
   shift 3
   local attempt share line rc short t_start
   for attempt in 1 2 3; do
     t_start=$SECONDS
+    ensure_alive "$target"
     wait_quiet
     rc=0
     # shellcheck disable=SC2046
@@ -348,6 +379,12 @@ for rep in $(seq "$REPS"); do
   done
 done
 
+for t in "${TARGETS[@]}"; do ensure_alive "$t"; done
+DIED_NOTE=""
+for t in "${!DIED[@]}"; do
+  DIED_NOTE+="$t died ${DIED[$t]} time(s) during the run and was restarted (its output: $OUT/$t-died-*.stdout; a crash shows in dmesg). "
+done
+
 # socksgate's own account of the associations (drops would mean the benchmark hit a cap).
 SG_AUDIT=""
 if [[ -n ${PROXY_PID[sg]:-} ]]; then
@@ -386,12 +423,12 @@ ELAPSED=$(($(date +%s) - START_TS))
 
 python3 - "$RESULTS" "$REPS" "$MACHINE" "$DANTE_VER" "${SG_NOTE:-}" "$ELAPSED" "$QUIET_USED" \
   "$TP_SECONDS" "$WINDOW" "$SIZE" "$RTT_ROUNDS" "${SG_VER:-}" "${SG_BUILD_NOTE:-}" "$RETRY_USED" \
-  "${SG_AUDIT:-}" <<'EOF' | tee "$OUT/table.md"
+  "${SG_AUDIT:-}" "${DIED_NOTE:-}" <<'EOF' | tee "$OUT/table.md"
 import json, statistics, sys
 from collections import defaultdict
 
 (path, reps, machine, dante_ver, sg_note, elapsed, quiet_used, tp_s, window, size, rtt_rounds,
- sg_ver, sg_build_note, retry_used, sg_audit) = sys.argv[1:16]
+ sg_ver, sg_build_note, retry_used, sg_audit, died_note) = sys.argv[1:17]
 attempts = defaultdict(list)   # (key, target, rep) -> [json, ...] (re-runs when disturbed)
 for line in open(path):
     key, target, rep, b, js = line.rstrip("\n").split("\t", 4)
@@ -486,6 +523,8 @@ if sg_note:
     notes.append(f"**{sg_note}** — socksgate columns are empty.")
 if sg_build_note:
     notes.append(sg_build_note)
+if died_note:
+    notes.append(f"**{died_note.strip()}**")
 notes.append("Round trips/s is the headline figure: replies received per second with "
              f"{window} datagrams in flight (a datagram without a reply after 20 ms is counted "
              "lost and replaced). Each round trip is two datagrams through the proxy "
