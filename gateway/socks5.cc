@@ -66,23 +66,18 @@ std::error_code parse_greeting(std::span<const uint8_t> in, Greeting* out, size_
   return {};
 }
 
-std::error_code parse_request(std::span<const uint8_t> in, Request* out, size_t* consumed) {
-  if (in.empty()) return ParseErrc::kNeedMore;
-  if (in[0] != kVersion) return Errc::kBadVersion;
-  if (in.size() < 2) return ParseErrc::kNeedMore;
-  uint8_t cmd = in[1];
-  if (cmd < 0x01 || cmd > 0x03) return Errc::kUnknownCommand;
-  if (in.size() < 4) return ParseErrc::kNeedMore;
-  // in[2] is RSV. RFC 1928 says 00; we accept anything there, as every deployed server does.
-  Address addr;
-  size_t pos = 4;
-  switch (in[3]) {
+std::error_code parse_address_port(std::span<const uint8_t> in, size_t at, Address* addr,
+                                   uint16_t* port, size_t* end) {
+  if (in.size() < at + 1) return ParseErrc::kNeedMore;
+  size_t pos = at + 1;
+  Address a;
+  switch (in[at]) {
     case static_cast<uint8_t>(AddressType::kIpv4): {
       if (in.size() < pos + 4 + 2) return ParseErrc::kNeedMore;
       asio::ip::address_v4::bytes_type b;
       std::memcpy(b.data(), in.data() + pos, 4);
-      addr.type = AddressType::kIpv4;
-      addr.ip = asio::ip::address_v4(b);
+      a.type = AddressType::kIpv4;
+      a.ip = asio::ip::address_v4(b);
       pos += 4;
       break;
     }
@@ -90,8 +85,8 @@ std::error_code parse_request(std::span<const uint8_t> in, Request* out, size_t*
       if (in.size() < pos + 16 + 2) return ParseErrc::kNeedMore;
       asio::ip::address_v6::bytes_type b;
       std::memcpy(b.data(), in.data() + pos, 16);
-      addr.type = AddressType::kIpv6;
-      addr.ip = asio::ip::address_v6(b);
+      a.type = AddressType::kIpv6;
+      a.ip = asio::ip::address_v6(b);
       pos += 16;
       break;
     }
@@ -102,16 +97,32 @@ std::error_code parse_request(std::span<const uint8_t> in, Request* out, size_t*
       if (in.size() < pos + 1 + len + 2) return ParseErrc::kNeedMore;
       const char* p = reinterpret_cast<const char*>(in.data() + pos + 1);
       if (std::memchr(p, 0, len) != nullptr) return Errc::kBadDomain;
-      addr.type = AddressType::kDomain;
-      addr.domain.assign(p, len);
+      a.type = AddressType::kDomain;
+      a.domain.assign(p, len);
       pos += 1 + len;
       break;
     }
     default:
       return Errc::kUnknownAddressType;
   }
-  uint16_t port = static_cast<uint16_t>((in[pos] << 8) | in[pos + 1]);
-  pos += 2;
+  *port = static_cast<uint16_t>((in[pos] << 8) | in[pos + 1]);
+  *addr = std::move(a);
+  *end = pos + 2;
+  return {};
+}
+
+std::error_code parse_request(std::span<const uint8_t> in, Request* out, size_t* consumed) {
+  if (in.empty()) return ParseErrc::kNeedMore;
+  if (in[0] != kVersion) return Errc::kBadVersion;
+  if (in.size() < 2) return ParseErrc::kNeedMore;
+  uint8_t cmd = in[1];
+  if (cmd < 0x01 || cmd > 0x03) return Errc::kUnknownCommand;
+  if (in.size() < 4) return ParseErrc::kNeedMore;
+  // in[2] is RSV. RFC 1928 says 00; we accept anything there, as every deployed server does.
+  Address addr;
+  uint16_t port = 0;
+  size_t pos = 0;
+  if (std::error_code ec = parse_address_port(in, 3, &addr, &port, &pos)) return ec;
   out->command = cmd;
   out->dst = std::move(addr);
   out->port = port;

@@ -72,6 +72,11 @@ struct Request {
   uint16_t port = 0;
 };
 
+// `ATYP ADDR PORT` starting at in[at] (shared by requests and UDP headers). kNeedMore when
+// `in` ends inside it; on success *end is the offset just past PORT. Outputs untouched on error.
+std::error_code parse_address_port(std::span<const uint8_t> in, size_t at, Address* addr,
+                                   uint16_t* port, size_t* end);
+
 std::error_code parse_greeting(std::span<const uint8_t> in, Greeting* out, size_t* consumed);
 // On kUnknownCommand the error is returned as soon as CMD is readable (the client gets REP 07
 // without having to send the rest). On kUnknownAddressType likewise once ATYP is readable.

@@ -3,6 +3,8 @@
 #include <cstring>
 #include <utility>
 
+#include "crypto/parse.h"
+
 namespace socksgate::gateway::socks5 {
 namespace {
 
@@ -32,43 +34,12 @@ std::error_code parse_udp_header(std::span<const uint8_t> datagram, UdpHeader* o
   // with the RSV byte of a request) we accept anything there rather than drop the datagram.
   uint8_t frag = in[2];
   Address addr;
-  size_t pos = 4;
-  switch (in[3]) {
-    case static_cast<uint8_t>(AddressType::kIpv4): {
-      if (in.size() < pos + 4 + 2) return UdpErrc::kTruncated;
-      asio::ip::address_v4::bytes_type b;
-      std::memcpy(b.data(), in.data() + pos, 4);
-      addr.type = AddressType::kIpv4;
-      addr.ip = asio::ip::address_v4(b);
-      pos += 4;
-      break;
-    }
-    case static_cast<uint8_t>(AddressType::kIpv6): {
-      if (in.size() < pos + 16 + 2) return UdpErrc::kTruncated;
-      asio::ip::address_v6::bytes_type b;
-      std::memcpy(b.data(), in.data() + pos, 16);
-      addr.type = AddressType::kIpv6;
-      addr.ip = asio::ip::address_v6(b);
-      pos += 16;
-      break;
-    }
-    case static_cast<uint8_t>(AddressType::kDomain): {
-      if (in.size() < pos + 1) return UdpErrc::kTruncated;
-      size_t len = in[pos];
-      if (len == 0) return Errc::kEmptyDomain;
-      if (in.size() < pos + 1 + len + 2) return UdpErrc::kTruncated;
-      const char* p = reinterpret_cast<const char*>(in.data() + pos + 1);
-      if (std::memchr(p, 0, len) != nullptr) return Errc::kBadDomain;
-      addr.type = AddressType::kDomain;
-      addr.domain.assign(p, len);
-      pos += 1 + len;
-      break;
-    }
-    default:
-      return Errc::kUnknownAddressType;
-  }
-  uint16_t port = static_cast<uint16_t>((in[pos] << 8) | in[pos + 1]);
-  pos += 2;
+  uint16_t port = 0;
+  size_t pos = 0;
+  std::error_code ec = parse_address_port(in, 3, &addr, &port, &pos);
+  // A datagram is always whole: running out of bytes is truncation, not "need more".
+  if (ec == crypto::ParseErrc::kNeedMore) return UdpErrc::kTruncated;
+  if (ec) return ec;
   out->frag = frag;
   out->dst = std::move(addr);
   out->port = port;
