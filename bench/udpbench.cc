@@ -87,10 +87,18 @@ std::string json_escape(std::string_view s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char b[8];
@@ -205,7 +213,8 @@ long long to_int(const std::string& s, const char* what) {
 double to_double(const std::string& s, const char* what) {
   char* end = nullptr;
   double v = std::strtod(s.c_str(), &end);
-  if (end == s.c_str() || *end != '\0' || !std::isfinite(v)) usage_error(std::string("bad ") + what);
+  if (end == s.c_str() || *end != '\0' || !std::isfinite(v))
+    usage_error(std::string("bad ") + what);
   return v;
 }
 
@@ -467,7 +476,8 @@ std::vector<pid_t> process_tree(const std::vector<pid_t>& roots) {
       char* end = nullptr;
       long v = std::strtol(e->d_name, &end, 10);
       if (end == e->d_name || *end != '\0') continue;
-      if (auto ps = read_proc_stat(static_cast<pid_t>(v))) children.emplace(ps->ppid, static_cast<pid_t>(v));
+      if (auto ps = read_proc_stat(static_cast<pid_t>(v)))
+        children.emplace(ps->ppid, static_cast<pid_t>(v));
     }
     closedir(d);
   }
@@ -902,8 +912,9 @@ int scenario_throughput(const Options& o, int target_port, pid_t target_pid) {
   // Drain: no more sends; collect the replies still in flight (not counted) so that the control
   // connection closes on a quiet association, as a well-behaved client would.
   long long drained = 0;
-  const auto t_drain_end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                              std::chrono::duration<double, std::milli>(o.drain_ms));
+  const auto t_drain_end =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                         std::chrono::duration<double, std::milli>(o.drain_ms));
   long long inflight = 0;
   for (const auto& s : slots) inflight += s.seq != 0 ? 1 : 0;
   while (drained < inflight && err.empty()) {
@@ -939,15 +950,21 @@ int scenario_throughput(const Options& o, int target_port, pid_t target_pid) {
                ? static_cast<double>(lost - c_lost) / static_cast<double>(n_rt + lost - c_lost)
                : NAN,
            5)
-      .num("mean_rtt_us", n_rt > 0 ? (rtt_sum_us - c_rtt_sum_us) / static_cast<double>(n_rt) : NAN, 1)
+      .num("mean_rtt_us", n_rt > 0 ? (rtt_sum_us - c_rtt_sum_us) / static_cast<double>(n_rt) : NAN,
+           1)
       .integer("sent_total", sent)
       .integer("drained_after_run", drained)
       .integer("send_errors", send_errors)
-      .num("datagrams_per_send_call", send_calls ? static_cast<double>(sent) / static_cast<double>(send_calls) : NAN, 2)
-      .num("datagrams_per_recv_call", recv_calls ? static_cast<double>(replies + late + bad) / static_cast<double>(recv_calls) : NAN, 2);
+      .num("datagrams_per_send_call",
+           send_calls ? static_cast<double>(sent) / static_cast<double>(send_calls) : NAN, 2)
+      .num("datagrams_per_recv_call",
+           recv_calls ? static_cast<double>(replies + late + bad) / static_cast<double>(recv_calls)
+                      : NAN,
+           2);
   if (!o.pids.empty() && n_rt > 0) {
     j.num("proxy_cpu_s_per_million_datagrams", meter.proxy() / (relayed / 1e6), 3);
-    j.num("proxy_cpu_s_per_million_round_trips", meter.proxy() / (static_cast<double>(n_rt) / 1e6), 3);
+    j.num("proxy_cpu_s_per_million_round_trips", meter.proxy() / (static_cast<double>(n_rt) / 1e6),
+          3);
     j.num("proxy_cpu_share", secs > 0 ? meter.proxy() / secs : NAN, 3);  // 1.0 = one full core
   }
   meter.add_to(j);
@@ -1012,7 +1029,8 @@ int scenario_latency(const Options& o, int target_port, pid_t target_pid) {
         ++late;
         continue;
       }
-      if (i >= o.warmup) us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - s).count());
+      if (i >= o.warmup)
+        us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - s).count());
       break;
     }
   }
