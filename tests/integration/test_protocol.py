@@ -459,7 +459,8 @@ def test_one_session_end_per_connection_under_a_mixed_crowd(gw, echo_server):
         kind = kinds[i % len(kinds)]
         try:
             s = connect_tcp(gw.addr("main" if i % 2 else "main6"))
-            got_ports[local_port(s)] = kind
+            # Keyed by (address, port): IPv4 and IPv6 ephemeral ports can coincide.
+            got_ports[(s.getsockname()[0], local_port(s))] = kind
             if kind in ("good", "good-reset"):
                 s.sendall(greeting() + userpass("alice", pw) + request("127.0.0.1", echo_server.port))
                 assert recv_exact(s, 4) == b"\x05\x02\x01\x00"
@@ -499,8 +500,9 @@ def test_one_session_end_per_connection_under_a_mixed_crowd(gw, echo_server):
     assert len(ends) == 200
     by_port = {}
     for r in ends:
-        assert r["client_port"] not in by_port, f"two session_end for one connection: {r}"
-        by_port[r["client_port"]] = r
+        key = (r["client"], r["client_port"])
+        assert key not in by_port, f"two session_end for one connection: {r}"
+        by_port[key] = r
     assert set(by_port) == set(got_ports)
     wrong = [(got_ports[p], r["close_reason"]) for p, r in by_port.items()
              if r["close_reason"] != expected[got_ports[p]]]
