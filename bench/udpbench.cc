@@ -70,47 +70,13 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
+
 namespace {
 
+using namespace bench_util;
+
 using Clock = std::chrono::steady_clock;
-
-double seconds_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
-std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
-
-// ---------------------------------------------------------------------------------------------
-// Minimal JSON line writer.
-
-std::string json_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char b[8];
-          std::snprintf(b, sizeof b, "\\u%04x", static_cast<unsigned>(c));
-          out += b;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out;
-}
 
 class JsonLine {
  public:
@@ -309,57 +275,10 @@ void set_buffers(int fd, int bytes) {
   setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
 }
 
-bool send_all(int fd, const void* data, size_t n) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-// Returns false on error or EOF (errno is 0 on EOF).
-bool recv_all(int fd, void* data, size_t n) {
-  char* p = static_cast<char*>(data);
-  while (n > 0) {
-    ssize_t r = recv(fd, p, n, 0);
-    if (r == 0) {
-      errno = 0;
-      return false;
-    }
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
-}
-
-std::string io_error(const char* what) {
-  if (errno == 0) return std::string(what) + ": unexpected EOF";
-  if (errno == EAGAIN || errno == EWOULDBLOCK) return std::string(what) + ": timeout";
-  return errno_text(what);
-}
-
 std::string format_addr(const sockaddr_in& a) {
   char ip[INET_ADDRSTRLEN] = "?";
   inet_ntop(AF_INET, &a.sin_addr, ip, sizeof ip);
   return std::string(ip) + ":" + std::to_string(ntohs(a.sin_port));
-}
-
-void raise_nofile_limit() {
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -446,29 +365,6 @@ EchoChild spawn_echo() {
 // ---------------------------------------------------------------------------------------------
 // /proc accounting for the proxy's process tree (as in socksbench).
 
-struct ProcStat {
-  pid_t ppid = 0;
-  unsigned long long ticks = 0;  // utime + stime + cutime + cstime
-};
-
-std::optional<ProcStat> read_proc_stat(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string s;
-  if (!std::getline(f, s)) return std::nullopt;
-  auto rp = s.rfind(')');
-  if (rp == std::string::npos) return std::nullopt;
-  std::istringstream is(s.substr(rp + 2));
-  std::vector<std::string> tok;
-  std::string t;
-  while (is >> t && tok.size() < 16) tok.push_back(t);
-  if (tok.size() < 15) return std::nullopt;
-  // tok[0] is field 3 (state): ppid is field 4, utime..cstime are fields 14..17.
-  ProcStat ps;
-  ps.ppid = static_cast<pid_t>(std::strtol(tok[1].c_str(), nullptr, 10));
-  for (int i = 11; i <= 14; ++i) ps.ticks += std::strtoull(tok[i].c_str(), nullptr, 10);
-  return ps;
-}
-
 std::vector<pid_t> process_tree(const std::vector<pid_t>& roots) {
   std::multimap<pid_t, pid_t> children;
   if (DIR* d = opendir("/proc")) {
@@ -502,23 +398,6 @@ double tree_cpu_seconds(const std::vector<pid_t>& roots) {
     if (auto ps = read_proc_stat(p)) ticks += ps->ticks;
   }
   return static_cast<double>(ticks) / hz;
-}
-
-double self_cpu_seconds() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-         static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-double machine_busy_seconds() {
-  static const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
-  std::ifstream f("/proc/stat");
-  std::string cpu;
-  unsigned long long user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0, softirq = 0,
-                     steal = 0;
-  f >> cpu >> user >> nice >> sys >> idle >> iowait >> irq >> softirq >> steal;
-  return static_cast<double>(user + nice + sys + irq + softirq + steal) / hz;
 }
 
 // CPU used during a measurement window by the proxy tree, by this process, by the echo target and
@@ -750,14 +629,6 @@ JsonLine base_line(const Options& o) {
   j.str("auth", o.auth ? "userpass" : "none");
   j.integer("size", static_cast<long long>(o.size));
   return j;
-}
-
-double percentile(std::vector<double>& v, double q) {
-  if (v.empty()) return NAN;
-  size_t idx = static_cast<size_t>(std::min<double>(static_cast<double>(v.size() - 1),
-                                                    std::floor(q * static_cast<double>(v.size()))));
-  std::nth_element(v.begin(), v.begin() + static_cast<long>(idx), v.end());
-  return v[idx];
 }
 
 // ---------------------------------------------------------------------------------------------
