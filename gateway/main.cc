@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -193,6 +194,15 @@ int cmd_run(const Args& args) {
   }
   // Writes to a peer that went away must be errors, not a process kill (splice can raise it).
   std::signal(SIGPIPE, SIG_IGN);
+  // SIGHUP/SIGTERM/SIGINT are for the control thread only: block them before any worker
+  // thread exists (threads inherit the mask); Server::run unblocks them on this thread. A
+  // signal delivered to a worker parked in a wait may otherwise be handled late.
+  sigset_t control_signals;
+  sigemptyset(&control_signals);
+  sigaddset(&control_signals, SIGHUP);
+  sigaddset(&control_signals, SIGTERM);
+  sigaddset(&control_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &control_signals, nullptr);
   sg::Server server(std::move(snap), opts);
   return server.run();
 }

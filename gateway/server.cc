@@ -1,5 +1,6 @@
 #include "gateway/server.h"
 
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -257,6 +258,14 @@ struct Server::Impl {
     asio::co_spawn(control, signal_loop(), asio::detached);
     log::info("socksgate ready: ", ios.size(), " I/O threads, config ",
               opts.config_path.empty() ? "<embedded>" : opts.config_path);
+    // Signals were blocked before any thread started (main.cc): take them here, on the
+    // control thread only. One that arrived meanwhile is pending and is delivered now.
+    sigset_t control_signals;
+    sigemptyset(&control_signals);
+    sigaddset(&control_signals, SIGHUP);
+    sigaddset(&control_signals, SIGTERM);
+    sigaddset(&control_signals, SIGINT);
+    pthread_sigmask(SIG_UNBLOCK, &control_signals, nullptr);
     control.run();
     for (auto& io : ios) io->stop();
     for (auto& t : threads) t.join();
