@@ -6,7 +6,9 @@ set -euo pipefail
 BUILD=(cmake g++ make pkg-config libasio-dev libssl-dev libkrb5-dev libpam0g-dev libcrypt-dev
        nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev)
 FUZZ=(clang-14 libclang-rt-14-dev)
-TEST=(python3 python3-pytest python3-socks curl ncat openssl whois apache2-utils procps iproute2)
+TEST=(python3 python3-pytest python3-socks python3-jsonschema curl ncat openssl whois apache2-utils
+      procps iproute2 stunnel4 libpam-wrapper libpamtest0-dev libpam-modules
+      krb5-kdc krb5-admin-server krb5-user python3-gssapi)
 PEERS=(dante-server dante-client)
 
 want=("${BUILD[@]}" "${FUZZ[@]}" "${TEST[@]}" "${PEERS[@]}")
