@@ -1,6 +1,6 @@
 #pragma once
-// Channel: the byte stream a SOCKS session talks over, whatever wraps it (plain TCP now; TLS
-// and GSS-API encapsulation later). crypto/ owns it because the wrapping layers are crypto.
+// Channel: the byte stream a SOCKS session talks over, whatever wraps it (plain TCP, TLS, and
+// GSS-API encapsulation). crypto/ owns it because the wrapping layers are crypto.
 //
 // One Channel per session; every call runs on the session's executor (no locks). Read errors
 // are values (std::error_code), never exceptions: EOF and resets are normal endings.
@@ -53,6 +53,8 @@ class Channel {
   virtual void reset() = 0;
   // The raw TCP socket when bytes go on the wire unchanged (eligible for splice), else null.
   virtual asio::ip::tcp::socket* plain_socket() = 0;
+  // The TCP socket underneath whatever wraps it (readiness, socket options, addresses).
+  virtual asio::ip::tcp::socket& lowest_layer() = 0;
 
   // Reads until `parse(span<const uint8_t> in, size_t* consumed)` returns anything but
   // ParseErrc::kNeedMore, then drops the consumed bytes and returns the parser's result.
@@ -97,6 +99,7 @@ class TcpChannel final : public Channel {
   void close() override;
   void reset() override;
   asio::ip::tcp::socket* plain_socket() override { return &socket_; }
+  asio::ip::tcp::socket& lowest_layer() override { return socket_; }
   asio::ip::tcp::socket& socket() { return socket_; }
 
  protected:

@@ -3,6 +3,8 @@
 #include <asio/error.hpp>
 #include <cerrno>
 
+#include "crypto/tls.h"
+
 namespace socksgate::gateway {
 namespace {
 using socks5::Reply;
@@ -32,6 +34,9 @@ constexpr std::array<CloseInfo, static_cast<size_t>(CloseReason::kCount_)> kTabl
     {"bind_failed", Reply::kGeneralFailure},
     {"limit:binds", Reply::kNotAllowed},
     {"socks4_disabled", Reply::kNotAllowed},
+    {"tls_handshake_failed", Reply::kGeneralFailure},
+    {"tls_handshake_timeout", Reply::kGeneralFailure},
+    {"tls_error", Reply::kGeneralFailure},
     {"shutdown", Reply::kGeneralFailure},
     {"busy", Reply::kGeneralFailure},
     {"internal_error", Reply::kGeneralFailure},
@@ -75,6 +80,7 @@ CloseReason from_client_read_error(const std::error_code& ec) {
   if (ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor) {
     return CloseReason::kShutdown;
   }
+  if (ec.category() == crypto::tls_category()) return CloseReason::kTlsError;
   return CloseReason::kProtocolError;
 }
 

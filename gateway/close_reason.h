@@ -39,8 +39,11 @@ enum class CloseReason : uint8_t {
   kBindFailed,          // BIND: no listening port could be opened (REP 01)
   kLimitBinds,          // BIND: the user\'s cap on open BINDs (REP 02)
   kSocks4Disabled,      // a SOCKS4 request on a listener without SOCKS4 (00 5B)
-  kShutdown,            // the gateway stopped while the session ran
-  kBusy,                // the blocking pool was full
+  kTlsHandshakeFailed,  // TLS listener: the handshake failed (no SOCKS byte was exchanged)
+  kTlsHandshakeTimeout,
+  kTlsError,  // a bad TLS record after the handshake
+  kShutdown,  // the gateway stopped while the session ran
+  kBusy,      // the blocking pool was full
   kInternalError,
   kCount_,
 };

@@ -148,6 +148,74 @@ void read_duration(ObjectReader& r, const std::string& key, int64_t min, int64_t
   if (auto v = r.integer(key, min, max)) *out = Dur(*v);
 }
 
+template <typename E>
+std::optional<E> read_enum(ObjectReader& r, const std::string& key,
+                           std::initializer_list<std::pair<std::string_view, E>> values,
+                           const JsonSource& src, std::vector<Diagnostic>* diags) {
+  auto v = r.string(key, false);
+  if (!v) return std::nullopt;
+  std::string list;
+  for (const auto& [name, e] : values) {
+    if (*v == name) return e;
+    list += (list.empty() ? "" : ", ") + std::string(name);
+  }
+  diags->push_back(src.at_value(
+      r.ptr(key), "unknown " + key + " \"" + *v + "\" (expected one of: " + list + ")"));
+  return std::nullopt;
+}
+
+TlsListenerConfig read_tls(const JsonSource& src, const Ptr& at, std::vector<Diagnostic>* diags,
+                           const std::string& config_path, const std::string& listener) {
+  TlsListenerConfig t;
+  t.server.listener = listener;
+  ObjectReader r(src, at, diags,
+                 {"cert", "key", "profile", "handshake_timeout_ms", "session_tickets",
+                  "ticket_rotation_s", "client_cert", "comment"});
+  if (!r.ok()) return t;
+  if (auto v = r.string("cert", true)) t.server.cert_file = resolve_path(config_path, *v);
+  if (auto v = r.string("key", true)) t.server.key_file = resolve_path(config_path, *v);
+  if (auto p = read_enum<crypto::TlsProfile>(r, "profile",
+                                             {{"intermediate", crypto::TlsProfile::kIntermediate},
+                                              {"modern", crypto::TlsProfile::kModern}},
+                                             src, diags)) {
+    t.server.profile = *p;
+  }
+  read_duration(r, "handshake_timeout_ms", 100, 600000, &t.handshake_timeout);
+  if (auto v = r.boolean("session_tickets")) t.server.session_tickets = *v;
+  read_duration(r, "ticket_rotation_s", 60, 7 * 86400, &t.server.ticket_rotation);
+  if (r.has("client_cert")) {
+    ObjectReader c(src, r.ptr("client_cert"), diags,
+                   {"mode", "ca", "crl", "depth", "identity", "same_user", "comment"});
+    if (!c.ok()) return t;
+    if (auto m =
+            read_enum<crypto::ClientCertMode>(c, "mode",
+                                              {{"none", crypto::ClientCertMode::kNone},
+                                               {"optional", crypto::ClientCertMode::kOptional},
+                                               {"required", crypto::ClientCertMode::kRequired}},
+                                              src, diags)) {
+      t.server.client_cert = *m;
+    }
+    if (auto v = c.string("ca", false)) t.server.ca_file = resolve_path(config_path, *v);
+    if (auto v = c.string("crl", false)) t.server.crl_file = resolve_path(config_path, *v);
+    if (auto v = c.integer("depth", 1, 16)) t.server.verify_depth = static_cast<int>(*v);
+    if (auto id = read_enum<crypto::CertIdentity>(c, "identity",
+                                                  {{"cn", crypto::CertIdentity::kCommonName},
+                                                   {"email", crypto::CertIdentity::kSanEmail},
+                                                   {"dns", crypto::CertIdentity::kSanDns},
+                                                   {"uri", crypto::CertIdentity::kSanUri}},
+                                                  src, diags)) {
+      t.server.identity = *id;
+    }
+    if (auto v = c.boolean("same_user")) t.same_user = *v;
+    if (t.server.client_cert != crypto::ClientCertMode::kNone && t.server.ca_file.empty()) {
+      diags->push_back(src.at_value(r.ptr("client_cert"),
+                                    "client certificates need \"ca\": the CA bundle they must "
+                                    "chain to"));
+    }
+  }
+  return t;
+}
+
 void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cfg,
                     bool have_userpass) {
   Ptr at("/listeners");
@@ -163,9 +231,9 @@ void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Confi
   std::set<std::string> names;
   std::set<std::pair<std::string, uint16_t>> endpoints;
   for (size_t i = 0; i < arr.size(); ++i) {
-    ObjectReader r(
-        src, at / i, diags,
-        {"name", "address", "port", "methods", "external", "udp_advertise", "socks4", "comment"});
+    ObjectReader r(src, at / i, diags,
+                   {"name", "address", "port", "methods", "external", "udp_advertise", "socks4",
+                    "tls", "comment"});
     if (!r.ok()) continue;
     ListenerConfig l;
     auto name = r.string("name", true);
@@ -209,6 +277,7 @@ void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Confi
       }
     }
     if (auto v4 = r.boolean("socks4")) l.socks4 = *v4;
+    if (r.has("tls")) l.tls = read_tls(src, r.ptr("tls"), diags, cfg->path, l.name);
     if (auto adv = r.string("udp_advertise", false)) {
       auto ip = policy::IpAddress::parse(*adv);
       if (!ip || adv->find('%') != std::string::npos || *adv == "0.0.0.0" || *adv == "::") {
@@ -493,6 +562,18 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
       if (throttle) throttle->configure(cfg->userpass->throttle);
       snap.backends.userpass = std::make_shared<const auth::userpass::UserPassBackend>(
           std::move(pf), cfg->userpass->settings, throttle);
+    }
+  }
+  if (!diags.empty()) throw policy::LoadError(std::move(diags));
+  // TLS: certificates, keys and CRLs are loaded now, so that a bad pair fails validation (and
+  // a reload) instead of the first handshake.
+  for (size_t i = 0; i < cfg->listeners.size(); ++i) {
+    const auto& l = cfg->listeners[i];
+    if (!l.tls) continue;
+    try {
+      snap.tls.emplace(l.name, crypto::TlsServerContext::create(l.tls->server));
+    } catch (const crypto::TlsError& e) {
+      diags.push_back(src->at_value(Ptr("/listeners") / i / "tls", e.what()));
     }
   }
   if (!diags.empty()) throw policy::LoadError(std::move(diags));

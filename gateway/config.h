@@ -15,10 +15,20 @@
 
 #include "auth/registry.h"
 #include "auth/userpass/userpass_authenticator.h"
+#include "crypto/tls.h"
 #include "gateway/interfaces.h"
 #include "policy/policy.h"
 
 namespace socksgate::gateway {
+
+// A TLS listener: TLS from the first byte, then SOCKS5 inside.
+struct TlsListenerConfig {
+  crypto::TlsServerSettings server;  // files resolved relative to the config file
+  std::chrono::milliseconds handshake_timeout{10000};
+  // When a client both presents a certificate and authenticates by password or Kerberos, the
+  // two user names must be the same.
+  bool same_user = true;
+};
 
 struct ListenerConfig {
   std::string name;
@@ -35,6 +45,7 @@ struct ListenerConfig {
   std::string udp_advertise;
   // Accept SOCKS4/4a (no authentication: identity "anonymous", method "socks4"). Off by default.
   bool socks4 = false;
+  std::optional<TlsListenerConfig> tls;
 };
 
 struct UdpConfig {
@@ -103,6 +114,8 @@ struct Snapshot {
   auth::AuthBackends backends;
   // Every rule "egress" (IP or interface name) resolved to addresses at load time.
   std::map<std::string, HostAddresses, std::less<>> egress;
+  // TLS contexts of the TLS listeners, by listener name (certificates, keys, CRLs loaded).
+  std::map<std::string, std::shared_ptr<const crypto::TlsServerContext>, std::less<>> tls;
 };
 
 // Loads and validates `path` and the files it names (policy, password file). Throws

@@ -19,6 +19,7 @@
 #include "auth/registry.h"
 #include "crypto/channel.h"
 #include "crypto/secure.h"
+#include "crypto/tls.h"
 #include "gateway/bind.h"
 #include "gateway/log.h"
 #include "gateway/relay.h"
@@ -56,6 +57,15 @@ std::optional<policy::Command> to_policy_command(uint8_t cmd) {
   return std::nullopt;
 }
 
+// What a TLS listener learnt in the handshake.
+struct TlsRecord {
+  std::string version;
+  std::string cipher;
+  std::string sni;
+  bool resumed = false;
+  std::optional<crypto::ClientCertInfo> cert;
+};
+
 // Everything the audit record of a session says.
 struct SessionRecord {
   std::string id;
@@ -75,12 +85,15 @@ struct SessionRecord {
   Clock::time_point start = Clock::now();
   std::string start_time = now_rfc3339();
   SessionPhase phase = SessionPhase::kAccepted;
+  std::optional<TlsRecord> tls;
 };
 
 std::string_view phase_name(SessionPhase p) {
   switch (p) {
     case SessionPhase::kAccepted:
       return "accepted";
+    case SessionPhase::kTlsHandshake:
+      return "tls_handshake";
     case SessionPhase::kMethodSelection:
       return "method_selection";
     case SessionPhase::kAuthentication:
@@ -114,6 +127,19 @@ json base_record(std::string_view event, const SessionRecord& r) {
   j["listener"] = r.listener;
   j["client"] = r.client.address().to_string();
   j["client_port"] = r.client.port();
+  if (r.tls) {
+    j["tls_version"] = r.tls->version;
+    j["tls_cipher"] = r.tls->cipher;
+    if (!r.tls->sni.empty()) j["tls_sni"] = escape_untrusted(r.tls->sni);
+    j["tls_resumed"] = r.tls->resumed;
+    if (const auto& c = r.tls->cert) {
+      j["cert_subject"] = escape_untrusted(c->subject);
+      j["cert_issuer"] = escape_untrusted(c->issuer);
+      j["cert_serial"] = c->serial;
+      j["cert_sha256"] = c->sha256;
+      if (c->user) j["cert_user"] = escape_untrusted(*c->user);
+    }
+  }
   if (!r.method.empty()) j["method"] = r.method;
   if (!r.user.empty()) j["user"] = escape_untrusted(r.user);
   if (r.command) j["command"] = *r.command;
@@ -138,7 +164,7 @@ class Session {
       : state_(state),
         snap_(std::move(snap)),
         audit_(state.audit.load()),
-        channel_(std::move(socket)) {
+        channel_(std::make_unique<crypto::TcpChannel>(std::move(socket))) {
     rec_.id = format_session_id(id);
     rec_.listener = std::move(listener);
     numeric_id_ = id;
@@ -146,19 +172,22 @@ class Session {
     // reset, and a session must never be judged (or audited) as 0.0.0.0.
     rec_.client = peer;
     std::error_code ec;
-    channel_.socket().set_option(asio::ip::tcp::no_delay(true), ec);
+    channel_->lowest_layer().set_option(asio::ip::tcp::no_delay(true), ec);
   }
 
   asio::awaitable<void> run();
   // Closes both sockets now (drain, revocation); the coroutine then ends with kShutdown.
   void abort() {
     aborted_ = true;
-    channel_.close();
+    channel_->close();
     std::error_code ec;
     upstream_.close(ec);
   }
 
  private:
+  asio::awaitable<bool> start_tls();
+  asio::awaitable<std::error_code> sniff_then_handshake();
+  std::string apply_client_certificate();
   asio::awaitable<std::optional<CloseReason>> negotiate();
   asio::awaitable<std::optional<CloseReason>> negotiate_socks4();
   asio::awaitable<void> send_reply(socks5::Reply rep);
@@ -188,8 +217,8 @@ class Session {
   ServerState& state_;
   std::shared_ptr<const Snapshot> snap_;
   std::shared_ptr<AuditSink> audit_;
-  crypto::TcpChannel channel_;
-  asio::ip::tcp::socket upstream_{channel_.socket().get_executor()};
+  std::unique_ptr<crypto::Channel> channel_;  // TCP, or TLS once the handshake is done
+  asio::ip::tcp::socket upstream_{channel_->lowest_layer().get_executor()};
   SessionRecord rec_;
   uint64_t numeric_id_ = 0;
 
@@ -198,6 +227,7 @@ class Session {
 
  private:
   const ListenerConfig* listener_ = nullptr;
+  crypto::TlsChannel* tls_ = nullptr;  // channel_ when the listener speaks TLS
   auth::Identity identity_;
   socks5::Request request_;
   bool reply_sent_ = false;
@@ -224,10 +254,10 @@ asio::awaitable<std::error_code> Session::write_reply(socks5::Reply rep,
                                                       const asio::ip::tcp::endpoint& ep) {
   if (socks4_) {
     auto bytes = socks4::encode_reply(rep == socks5::Reply::kSucceeded, ep);
-    co_return co_await channel_.write_all(bytes);
+    co_return co_await channel_->write_all(bytes);
   }
   auto bytes = socks5::encode_reply(rep, ep);
-  co_return co_await channel_.write_all(bytes);
+  co_return co_await channel_->write_all(bytes);
 }
 
 policy::DecisionRequest Session::decision_request(policy::Command cmd) const {
@@ -235,6 +265,7 @@ policy::DecisionRequest Session::decision_request(policy::Command cmd) const {
   req.user = identity_.user;
   req.groups = identity_.groups;
   req.method = identity_.method;
+  req.client_certificate = tls_ != nullptr && tls_->client_cert().has_value();
   req.listener = rec_.listener;
   req.client = to_policy_address(rec_.client.address());
   req.command = cmd;
@@ -249,7 +280,7 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
   rec_.phase = SessionPhase::kMethodSelection;
   // The first byte says which protocol: 05 SOCKS5, 04 SOCKS4/4a.
   uint8_t version = 0;
-  std::error_code ec = co_await channel_.read_message(
+  std::error_code ec = co_await channel_->read_message(
       [&](std::span<const uint8_t> in, size_t* consumed) -> std::error_code {
         if (in.empty()) return crypto::ParseErrc::kNeedMore;
         version = in[0];
@@ -260,13 +291,13 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
   if (ec) co_return from_client_read_error(ec);
   if (version == socks4::kVersion) co_return co_await negotiate_socks4();
   socks5::Greeting greeting;
-  ec = co_await channel_.read_message(
+  ec = co_await channel_->read_message(
       [&](std::span<const uint8_t> in, size_t* consumed) {
         return socks5::parse_greeting(in, &greeting, consumed);
       },
       socks5::kMaxGreetingSize);
   if (ec == socks5::Errc::kNoMethods) {
-    co_await channel_.write_all(socks5::encode_method_selection(auth::kMethodNoAcceptable));
+    co_await channel_->write_all(socks5::encode_method_selection(auth::kMethodNoAcceptable));
     json j = base_record("auth_failure", rec_);
     j["reason"] = "no_acceptable_method";
     audit(std::move(j));
@@ -284,14 +315,14 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
     }
   }
   if (!method) {
-    co_await channel_.write_all(socks5::encode_method_selection(auth::kMethodNoAcceptable));
+    co_await channel_->write_all(socks5::encode_method_selection(auth::kMethodNoAcceptable));
     json j = base_record("auth_failure", rec_);
     j["reason"] = "no_acceptable_method";
     audit(std::move(j));
     co_return CloseReason::kNoAcceptableMethod;
   }
   rec_.method = std::string(method->name());
-  if (ec = co_await channel_.write_all(socks5::encode_method_selection(method->method_code()));
+  if (ec = co_await channel_->write_all(socks5::encode_method_selection(method->method_code()));
       ec) {
     co_return CloseReason::kClientReset;
   }
@@ -300,7 +331,7 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
   rec_.phase = SessionPhase::kAuthentication;
   auth::AuthContext actx{rec_.client.address(), rec_.listener, &state_.blocking};
   auth::AuthOutcome outcome;
-  ec = co_await method->authenticate(channel_, actx, &outcome);
+  ec = co_await method->authenticate(*channel_, actx, &outcome);
   if (ec) co_return from_client_read_error(ec);
   if (!outcome.ok) {
     json j = base_record("auth_failure", rec_);
@@ -311,11 +342,23 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
     co_return outcome.failure_reason == "busy" ? CloseReason::kBusy : CloseReason::kAuthFailed;
   }
   identity_ = std::move(outcome.identity);
+  if (std::string why = apply_client_certificate(); !why.empty()) {
+    json j = base_record("auth_failure", rec_);
+    if (!identity_.user.empty()) j["user"] = escape_untrusted(identity_.user);
+    j["reason"] = why;
+    if (!tls_->client_cert()->identity_error.empty()) {
+      j["detail"] = tls_->client_cert()->identity_error;
+    }
+    audit(std::move(j));
+    rec_.user = identity_.user;
+    co_return CloseReason::kAuthFailed;
+  }
+  rec_.method = identity_.method;
   rec_.user = identity_.user;
 
   // RFC 1928 section 4: the request.
   rec_.phase = SessionPhase::kRequest;
-  ec = co_await channel_.read_message(
+  ec = co_await channel_->read_message(
       [&](std::span<const uint8_t> in, size_t* consumed) {
         return socks5::parse_request(in, &request_, consumed);
       },
@@ -349,6 +392,74 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
   co_return std::nullopt;
 }
 
+// TLS listeners: the handshake comes first, under its own deadline. A client that does not
+// speak TLS (a plaintext SOCKS greeting, an HTTP request) gets no SOCKS answer at all.
+asio::awaitable<bool> Session::start_tls() {
+  rec_.phase = SessionPhase::kTlsHandshake;
+  auto it = snap_->tls.find(rec_.listener);
+  if (it == snap_->tls.end()) {
+    finish(CloseReason::kInternalError);
+    co_return false;
+  }
+  auto& tcp = static_cast<crypto::TcpChannel&>(*channel_);
+  auto tls = std::make_unique<crypto::TlsChannel>(std::move(tcp.socket()), it->second);
+  tls_ = tls.get();
+  channel_ = std::move(tls);
+  auto r = co_await with_timeout(sniff_then_handshake(), listener_->tls->handshake_timeout);
+  if (!r || *r) {
+    if (!extra_.contains("tls_error")) {
+      extra_["tls_error"] = r ? tls_->last_error() : "no TLS handshake within the deadline";
+    }
+    finish(r ? CloseReason::kTlsHandshakeFailed : CloseReason::kTlsHandshakeTimeout);
+    co_return false;
+  }
+  rec_.tls =
+      TlsRecord{tls_->version(), tls_->cipher(), tls_->sni(), tls_->resumed(), tls_->client_cert()};
+  co_return true;
+}
+
+// A TLS client opens with a handshake record (0x16). A client that sends a SOCKS greeting (or
+// anything else) in clear is told nothing and recorded as such, without waiting for the
+// handshake deadline.
+asio::awaitable<std::error_code> Session::sniff_then_handshake() {
+  auto& sock = tls_->lowest_layer();
+  for (;;) {
+    uint8_t first = 0;
+    ssize_t n = ::recv(sock.native_handle(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 1) {
+      if (first == 0x16) break;
+      extra_["tls_error"] = first == socks5::kVersion || first == socks4::kVersion
+                                ? "plaintext SOCKS on a TLS listener"
+                                : "not a TLS handshake";
+      co_return crypto::TlsErrc::kHandshakeFailed;
+    }
+    if (n == 0) break;  // EOF: let the handshake report it
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) break;
+    auto [ec] = co_await sock.async_wait(asio::socket_base::wait_read, kUse);
+    if (ec) co_return ec;
+  }
+  co_return co_await tls_->handshake();
+}
+
+// A verified client certificate is an identity of its own: with method "none" it is the
+// session's user (method "certificate"); with a password or a Kerberos ticket both must name
+// the same user unless the listener says otherwise. Returns an auth failure reason or "".
+std::string Session::apply_client_certificate() {
+  if (tls_ == nullptr || !tls_->client_cert()) return {};
+  const crypto::ClientCertInfo& c = *tls_->client_cert();
+  if (identity_.method == "none") {
+    if (!c.user) return "certificate_no_identity";
+    identity_.user = *c.user;
+    identity_.method = "certificate";
+    return {};
+  }
+  if (listener_->tls->same_user) {
+    if (!c.user) return "certificate_no_identity";
+    if (*c.user != identity_.user) return "certificate_user_mismatch";
+  }
+  return {};
+}
+
 // SOCKS4/4a: no authentication, so the identity is anonymous with method "socks4" (the
 // USERID field is recorded, never trusted) and only rules naming "socks4" apply. Off unless
 // the listener enables it.
@@ -357,7 +468,7 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate_socks4() {
   rec_.method = "socks4";
   rec_.phase = SessionPhase::kRequest;
   socks4::Request r4;
-  std::error_code ec = co_await channel_.read_message(
+  std::error_code ec = co_await channel_->read_message(
       [&](std::span<const uint8_t> in, size_t* consumed) {
         return socks4::parse_request(in, &r4, consumed);
       },
@@ -427,6 +538,8 @@ asio::awaitable<void> Session::run() {
     co_return;
   }
 
+  if (listener_->tls && !co_await start_tls()) co_return;
+
   auto negotiated = co_await with_timeout(negotiate(), cfg.limits.negotiation_timeout);
   if (!negotiated) {
     finish(CloseReason::kNegotiationTimeout);
@@ -472,7 +585,7 @@ asio::awaitable<void> Session::run_connect() {
 
 asio::awaitable<void> Session::relay_and_finish() {
   rec_.phase = SessionPhase::kRelay;
-  RelayResult rr = co_await run_relay(channel_, upstream_,
+  RelayResult rr = co_await run_relay(*channel_, upstream_,
                                       RelayOptions{snap_->config->limits.idle_timeout, true});
   rec_.bytes_up = rr.bytes_up;
   rec_.bytes_down = rr.bytes_down;
@@ -551,7 +664,7 @@ asio::awaitable<void> Session::run_bind() {
   std::error_code ec;
   // Listen on the rule's egress, else the listener's external address, else where the client
   // reached us.
-  asio::ip::address ext = channel_.socket().local_endpoint(ec).address();
+  asio::ip::address ext = channel_->lowest_layer().local_endpoint(ec).address();
   const HostAddresses* src = &listener_->external_addrs;
   if (deciding && !deciding->egress.empty()) {
     if (auto it = snap_->egress.find(deciding->egress); it != snap_->egress.end())
@@ -560,7 +673,7 @@ asio::awaitable<void> Session::run_bind() {
   if (!src->empty()) ext = src->for_family(ext.is_v6()).value_or(src->v4 ? *src->v4 : *src->v6);
   std::vector<uint16_t> reserved;
   for (const auto& l : cfg.listeners) reserved.push_back(l.port);
-  asio::ip::tcp::acceptor acceptor(channel_.socket().get_executor());
+  asio::ip::tcp::acceptor acceptor(channel_->lowest_layer().get_executor());
   ec = open_bind_listener(acceptor, ext, cfg.bind, reserved);
   if (ec) {
     log::warn("session ", rec_.id, ": BIND: cannot listen on ", ext.to_string(), ": ",
@@ -623,10 +736,10 @@ asio::awaitable<void> Session::run_udp() {
     client_ip = request_.dst.ip;
   }
   std::error_code ec;
-  asio::ip::address local = channel_.socket().local_endpoint(ec).address();
+  asio::ip::address local = channel_->lowest_layer().local_endpoint(ec).address();
   UdpSettings us{cfg.udp.idle_timeout,     cfg.udp.max_datagrams_per_s, cfg.udp.max_bytes_per_s,
                  cfg.udp.max_destinations, listener_->external_addrs,   &snap_->egress};
-  UdpAssociation assoc(channel_.socket().get_executor(), client_ip, request_.port, req,
+  UdpAssociation assoc(channel_->lowest_layer().get_executor(), client_ip, request_.port, req,
                        *snap_->policy, state_.resolver, us, [this](json d) {
                          json j = base_record("denied", rec_);
                          j.update(d);
@@ -646,7 +759,7 @@ asio::awaitable<void> Session::run_udp() {
   rec_.bound = asio::ip::tcp::endpoint(advertised, relay.port());
   co_await send_reply(socks5::Reply::kSucceeded);
   rec_.phase = SessionPhase::kRelay;
-  CloseReason reason = co_await assoc.run(channel_.socket());
+  CloseReason reason = co_await assoc.run(channel_->lowest_layer());
   rec_.bytes_up = assoc.counters().bytes_up;
   rec_.bytes_down = assoc.counters().bytes_down;
   extra_["udp"] = assoc.summary();
@@ -694,10 +807,10 @@ asio::awaitable<std::optional<asio::ip::tcp::socket>> Session::accept_bind_peer(
   // The control connection: EOF or an error ends the wait; data the client sends early stays
   // in the socket for the relay.
   auto client_gone = [&]() -> asio::awaitable<void> {
-    auto [ec] = co_await channel_.socket().async_wait(asio::socket_base::wait_read, kUse);
+    auto [ec] = co_await channel_->lowest_layer().async_wait(asio::socket_base::wait_read, kUse);
     if (!ec) {
       uint8_t b;
-      ssize_t n = ::recv(channel_.socket().native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+      ssize_t n = ::recv(channel_->lowest_layer().native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
       if (n > 0 || (n < 0 && errno == EAGAIN)) {
         asio::steady_timer forever(co_await asio::this_coro::executor,
                                    std::chrono::hours(24 * 365));
@@ -715,10 +828,13 @@ void Session::finish(CloseReason reason) {
   if (admitted_) state_.sessions.remove(numeric_id_);
   SessionPhase at = rec_.phase;
   rec_.phase = SessionPhase::kClosed;
-  channel_.close();
+  channel_->close();
   std::error_code ec;
   upstream_.close(ec);
   state_.counters.add(reason);
+  if (reason == CloseReason::kTlsError && tls_ != nullptr && !extra_.contains("tls_error")) {
+    extra_["tls_error"] = tls_->last_error();
+  }
   json j = base_record("session_end", rec_);
   j["start"] = rec_.start_time;
   j["phase"] = phase_name(at);

@@ -19,6 +19,7 @@ namespace socksgate::gateway {
 // Where a session is, for audit and (later) metrics.
 enum class SessionPhase : uint8_t {
   kAccepted,
+  kTlsHandshake,
   kMethodSelection,
   kAuthentication,
   kRequest,

@@ -24,8 +24,8 @@ constexpr std::array<std::string_view, 5> kMethods = {"none", "userpass", "gssap
 constexpr std::string_view kTopKeys[] = {"groups", "client_rules", "rules"};
 constexpr std::string_view kClientRuleKeys[] = {"id", "action", "from", "listeners", "comment"};
 constexpr std::string_view kRuleKeys[] = {
-    "id",       "action", "users", "groups",          "methods", "listeners", "from",
-    "commands", "to",     "ports", "allow_protected", "egress",  "comment"};
+    "id",       "action", "users", "groups",          "methods", "listeners",          "from",
+    "commands", "to",     "ports", "allow_protected", "egress",  "client_certificate", "comment"};
 
 size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<size_t> row(b.size() + 1);
@@ -476,6 +476,15 @@ class PolicyLoader {
       rule.methods = std::move(methods);
     }
     rule.listeners = listeners(obj, p);
+    if (auto it = obj.find("client_certificate"); it != obj.end()) {
+      if (!it->is_boolean()) {
+        error_value(
+            p / "client_certificate",
+            std::string("\"client_certificate\" must be true or false, got ") + describe(*it));
+      } else {
+        rule.client_certificate = it->get<bool>();
+      }
+    }
     rule.from = from(obj, p);
     if (const json* arr = selector_array(obj, p, "commands")) {
       rule.has_commands = true;

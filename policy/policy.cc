@@ -20,6 +20,7 @@ enum class Miss : uint8_t {
   kGroups,
   kMethods,
   kListeners,
+  kClientCertificate,
   kFrom,
   kCommands,
   kPorts,
@@ -104,6 +105,7 @@ Miss check_rule(const CompiledPolicy& p, const Rule& rule, const DecisionRequest
   // rule written for authenticated users can be reached by an unauthenticated protocol.
   if (!rule.methods && r.method == "socks4") return Miss::kMethods;
   if (rule.listeners && !contains(*rule.listeners, r.listener)) return Miss::kListeners;
+  if (rule.client_certificate && !r.client_certificate) return Miss::kClientCertificate;
   if (rule.from && !any_contains(*rule.from, r.client)) return Miss::kFrom;
   if ((rule.commands & command_bit(r.command)) == 0) return Miss::kCommands;
   if (rule.ports && std::none_of(rule.ports->begin(), rule.ports->end(),
@@ -231,6 +233,8 @@ std::string miss_detail(const CompiledPolicy& p, const Rule& rule, Miss miss,
       return "methods: " + quote_for_message(r.method) + " not in " + list(*rule.methods);
     case Miss::kListeners:
       return "listeners: " + quote_for_message(r.listener) + " not in " + list(*rule.listeners);
+    case Miss::kClientCertificate:
+      return "client_certificate: the client presented no verified TLS client certificate";
     case Miss::kFrom:
       return "from: " + r.client.to_string() + " not in " + list(*rule.from);
     case Miss::kCommands:

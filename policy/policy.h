@@ -53,6 +53,8 @@ struct DecisionRequest {
   std::string user;                 // empty for anonymous (method "none")
   std::vector<std::string> groups;  // groups the authenticator supplied (policy groups added)
   std::string method;               // "none", "userpass", ...
+  // The client presented a TLS client certificate that verified (whatever the method).
+  bool client_certificate = false;
   std::string listener;
   IpAddress client;
   Command command = Command::kConnect;

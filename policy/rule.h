@@ -49,6 +49,9 @@ struct Rule {
   std::optional<std::vector<std::string>> groups;   // exact, case-sensitive
   std::optional<std::vector<std::string>> methods;  // "none", "userpass", ...
   std::optional<std::vector<std::string>> listeners;
+  // true: only requests over TLS with a verified client certificate match (combine with
+  // "methods" to require a certificate and a password or Kerberos ticket).
+  bool client_certificate = false;
   std::optional<std::vector<Cidr>> from;
   uint8_t commands = kAllCommands;  // bit per Command; kAllCommands when absent
   bool has_commands = false;

@@ -161,6 +161,31 @@ TEST(PolicyTest, MethodsListenersFromCommands) {
   EXPECT_EQ(decide_id(p, r), "default-deny");
 }
 
+// A certificate and a password together: "methods" and "client_certificate" both apply.
+TEST(PolicyTest, ClientCertificateSelector) {
+  Policy p = load(R"({"rules": [
+    {"id": "cert-and-password", "action": "pass", "methods": ["userpass"],
+     "client_certificate": true, "to": ["192.0.2.0/24"]},
+    {"id": "cert-only", "action": "pass", "methods": ["certificate"], "to": ["198.51.100.0/24"]}
+  ]})");
+  auto r = req("192.0.2.1");
+  EXPECT_EQ(decide_id(p, r), "default-deny");
+  std::vector<TraceStep> trace;
+  p.decide(r, &trace);
+  ASSERT_FALSE(trace.empty());
+  EXPECT_THAT(trace[0].detail, HasSubstr("no verified TLS client certificate"));
+  r.client_certificate = true;
+  EXPECT_EQ(decide_id(p, r), "cert-and-password");
+  r.method = "certificate";
+  EXPECT_EQ(decide_id(p, r), "default-deny");
+  r = req("198.51.100.9");
+  r.method = "certificate";
+  r.client_certificate = true;
+  EXPECT_EQ(decide_id(p, r), "cert-only");
+  EXPECT_THROW(load(R"({"rules": [{"id": "x", "action": "pass", "client_certificate": 1}]})"),
+               LoadError);
+}
+
 TEST(PolicyTest, HostGlobsAndAddresses) {
   Policy p = load(R"({"rules": [
     {"id": "exact", "action": "pass", "to": ["www.example"]},
