@@ -212,6 +212,7 @@ class TlsChannel final : public Channel {
   std::optional<ClientCertInfo> client_cert_;
   std::string last_error_;
   bool sent_shutdown_ = false;
+  bool failed_ = false;  // a TLS error happened: the session must not be resumed
 };
 
 // Pure helpers (unit-tested without a handshake).
