@@ -103,7 +103,10 @@ int ticket_key_cb(SSL* s, unsigned char key_name[16], unsigned char* iv, EVP_CIP
            set_ticket_mac_key(hctx, k->hmac);
   secure_zero(&*k, sizeof *k);
   if (!ok) return -1;
-  return renew ? 2 : 1;
+  // Always ask for a fresh ticket: a client then never presents the same ticket twice
+  // (unlinkable sessions), and TLS 1.3 clients always hold a usable one.
+  (void)renew;
+  return 2;
 }
 
 // Common protocol policy for both sides.
