@@ -490,7 +490,16 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
     diags.push_back(src->at_value(
         Ptr(), "missing required key \"policy\" ({\"file\": ...} or {\"inline\": {...}})"));
   } else {
-    ObjectReader r(*src, Ptr("/policy"), &diags, {"file", "inline", "comment"});
+    ObjectReader r(*src, Ptr("/policy"), &diags, {"file", "inline", "dir", "comment"});
+    std::string dir;
+    if (auto d = r.string("dir", false)) {
+      dir = resolve_path(path, *d);
+      std::error_code dec;
+      if (!std::filesystem::is_directory(dir, dec)) {
+        diags.push_back(src->at_value(Ptr("/policy/dir"), dir + ": not a directory"));
+      }
+      cfg->policy_dir = dir;
+    }
     if (r.ok()) {
       if (r.has("file") == r.has("inline")) {
         diags.push_back(src->at_value(Ptr("/policy"),
@@ -505,9 +514,18 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
             if (!f) throw policy::LoadError(std::move(diags));
             cfg->policy_file = resolve_path(path, *f);
             std::string ptext = read_file(cfg->policy_file);
-            pol = policy::load_policy_text(cfg->policy_file, ptext, opts);
-          } else {
+            if (dir.empty()) {
+              pol = policy::load_policy_text(cfg->policy_file, ptext, opts);
+            } else {
+              std::vector<Diagnostic> pdiags;
+              auto psrc = JsonSource::parse(cfg->policy_file, ptext, &pdiags);
+              if (!psrc) throw policy::LoadError(std::move(pdiags));
+              pol = policy::load_policy_set(*psrc, Ptr(), dir, opts);
+            }
+          } else if (dir.empty()) {
             pol = policy::load_policy(*src, Ptr("/policy/inline"), opts);
+          } else {
+            pol = policy::load_policy_set(*src, Ptr("/policy/inline"), dir, opts);
           }
         } catch (const policy::LoadError& e) {
           for (const auto& d : e.diagnostics()) diags.push_back(d);

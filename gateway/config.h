@@ -102,6 +102,7 @@ struct Config {
   UdpConfig udp;
   ThreadsConfig threads;
   std::string policy_file;  // resolved path, or empty when inline
+  std::string policy_dir;   // policy.d: per-user and per-group rule files; empty = none
 
   const ListenerConfig* find_listener(std::string_view name) const;
 };

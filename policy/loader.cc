@@ -4,7 +4,10 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <filesystem>
+#include <fstream>
 #include <span>
+#include <sstream>
 #include <utility>
 
 #include "policy/policy.h"
@@ -21,7 +24,12 @@ constexpr std::array<std::string_view, 2> kReservedIds = {"default-deny", "no-cl
 constexpr std::array<std::string_view, 5> kMethods = {"none", "userpass", "gssapi", "certificate",
                                                       "socks4"};
 
-constexpr std::string_view kTopKeys[] = {"groups", "client_rules", "rules"};
+constexpr std::string_view kTopKeys[] = {"groups", "client_rules", "rules", "defaults", "comment"};
+// A policy.d file: rules of one user or one group, and the defaults its rules inherit.
+constexpr std::string_view kPartKeys[] = {"rules", "defaults", "comment"};
+// Selectors a rule inherits from "defaults" when it does not set them.
+constexpr std::string_view kDefaultKeys[] = {"methods", "listeners", "from", "client_certificate",
+                                             "comment"};
 constexpr std::string_view kClientRuleKeys[] = {"id", "action", "from", "listeners", "comment"};
 constexpr std::string_view kRuleKeys[] = {
     "id",       "action", "users", "groups",          "methods", "listeners",          "from",
@@ -70,8 +78,27 @@ std::string at_text(const SourcePosition& p) {
 
 class PolicyLoader {
  public:
+  // Whose rules a document holds: the main policy's, or (policy.d) one user's or one group's.
+  struct Scope {
+    enum Kind { kMain, kUser, kGroup } kind = kMain;
+    std::string name;
+    const json* inherited_defaults = nullptr;  // the main policy's "defaults"
+  };
+
   PolicyLoader(const JsonSource& src, const Ptr& at, const LoadOptions& opts)
       : src_(src), at_(at), opts_(opts) {}
+  PolicyLoader(const JsonSource& src, const Ptr& at, const LoadOptions& opts, Scope scope)
+      : src_(src), at_(at), opts_(opts), scope_(std::move(scope)) {}
+
+  std::vector<Diagnostic> take_diagnostics() { return std::move(diags_); }
+  // Loads without throwing (diagnostics kept for take_diagnostics()).
+  Policy load_collect() {
+    Policy policy;
+    Policy::Impl& impl = *policy.impl_;
+    impl.own_addresses = opts_.own_addresses;
+    if (const json* top = locate()) load_document(*top, &impl);
+    return policy;
+  }
 
   Policy load() {
     Policy policy;
@@ -89,13 +116,13 @@ class PolicyLoader {
     return policy;
   }
 
- private:
   struct IdUse {
     std::string id;
     Ptr ptr;
     SourcePosition pos;
   };
 
+ private:
   void error_value(const Ptr& p, std::string message) {
     diags_.push_back(src_.at_value(p, std::move(message)));
   }
@@ -141,9 +168,27 @@ class PolicyLoader {
   }
 
   void load_document(const json& top, Policy::Impl* impl) {
-    check_keys(top, at_, kTopKeys, "policy");
-    if (auto it = top.find("groups"); it != top.end()) load_groups(*it, at_ / "groups", impl);
-    if (auto it = top.find("client_rules"); it != top.end()) {
+    if (scope_.kind != Scope::kMain) {
+      check_keys(top, at_, kPartKeys,
+                 scope_.kind == Scope::kUser ? "a user's policy file" : "a group's policy file");
+    } else {
+      check_keys(top, at_, kTopKeys, "policy");
+    }
+    if (auto it = top.find("defaults"); it != top.end()) {
+      if (!it->is_object()) {
+        error_value(at_ / "defaults",
+                    std::string("\"defaults\" must be an object, got ") + it->type_name());
+      } else {
+        check_keys(*it, at_ / "defaults", kDefaultKeys, "defaults");
+        defaults_ = &*it;
+      }
+    }
+    if (scope_.kind != Scope::kMain) {
+      // groups and client_rules belong to the main policy only (checked by check_keys).
+    } else if (auto it = top.find("groups"); it != top.end()) {
+      load_groups(*it, at_ / "groups", impl);
+    }
+    if (auto it = top.find("client_rules"); scope_.kind == Scope::kMain && it != top.end()) {
       Ptr p = at_ / "client_rules";
       impl->has_client_rules = true;
       if (!it->is_array()) {
@@ -452,7 +497,36 @@ class PolicyLoader {
     return rule;
   }
 
-  std::optional<Rule> load_rule(const json& obj, const Ptr& p) {
+  // A rule of this document: the file's user or group is implied, "defaults" are inherited
+  // (the file's own over the main policy's) for selectors the rule does not set.
+  std::optional<Rule> load_rule(const json& raw, const Ptr& p) {
+    if (!raw.is_object()) return load_rule_object(raw, p);
+    const json* obj = &raw;
+    json merged;
+    for (const json* d : {defaults_, scope_.inherited_defaults}) {
+      if (d == nullptr) continue;
+      for (const auto& [k, v] : d->items()) {
+        if (k == "comment" || obj->contains(k)) continue;
+        if (obj != &merged) merged = *obj;
+        obj = &merged;
+        merged[k] = v;
+      }
+    }
+    if (scope_.kind == Scope::kUser && raw.contains("users")) {
+      error_key(p / "users", "rules in " + quote(scope_.name + ".json") + " apply to user " +
+                                 quote(scope_.name) + " only: \"users\" is not allowed here");
+    }
+    if (scope_.kind == Scope::kGroup && raw.contains("groups")) {
+      error_key(p / "groups", "rules in a group's file apply to group " + quote(scope_.name) +
+                                  " only: \"groups\" is not allowed here");
+    }
+    auto rule = load_rule_object(*obj, p);
+    if (rule && scope_.kind == Scope::kUser) rule->users = std::vector<std::string>{scope_.name};
+    if (rule && scope_.kind == Scope::kGroup) rule->groups = std::vector<std::string>{scope_.name};
+    return rule;
+  }
+
+  std::optional<Rule> load_rule_object(const json& obj, const Ptr& p) {
     if (!obj.is_object()) {
       error_value(p, std::string("rules must be objects, got ") + obj.type_name());
       return std::nullopt;
@@ -562,12 +636,102 @@ class PolicyLoader {
   const JsonSource& src_;
   Ptr at_;
   const LoadOptions& opts_;
+  Scope scope_;
+  const json* defaults_ = nullptr;
   std::vector<Diagnostic> diags_;
   std::vector<IdUse> ids_;
+
+ public:
+  const json* defaults() const { return defaults_; }
+  const std::vector<IdUse>& ids() const { return ids_; }
 };
 
 Policy load_policy(const JsonSource& src, const Ptr& at, const LoadOptions& opts) {
   return PolicyLoader(src, at, opts).load();
+}
+
+Policy load_policy_set(const JsonSource& src, const Ptr& at, const std::string& dir,
+                       const LoadOptions& opts) {
+  namespace fs = std::filesystem;
+  std::vector<Diagnostic> diags;
+  PolicyLoader main_loader(src, at, opts);
+  Policy policy = main_loader.load_collect();
+  for (auto& d : main_loader.take_diagnostics()) diags.push_back(std::move(d));
+  struct IdAt {
+    std::string id;
+    std::string file;
+    SourcePosition pos;
+  };
+  std::vector<IdAt> ids;
+  for (const auto& u : main_loader.ids()) ids.push_back({u.id, src.file(), u.pos});
+
+  // policy.d: "<user>.json" and "group-<group>.json", in name order.
+  std::vector<fs::path> files;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->path().extension() == ".json") files.push_back(it->path());
+  }
+  if (ec) {
+    diags.push_back({dir, {}, "cannot read the policy directory: " + ec.message()});
+    throw LoadError(std::move(diags));
+  }
+  std::sort(files.begin(), files.end());
+  std::vector<Rule> user_rules, group_rules;
+  for (const auto& f : files) {
+    std::string stem = f.stem().string();
+    PolicyLoader::Scope scope;
+    scope.inherited_defaults = main_loader.defaults();
+    if (stem.rfind("group-", 0) == 0) {
+      scope.kind = PolicyLoader::Scope::kGroup;
+      scope.name = stem.substr(6);
+    } else {
+      scope.kind = PolicyLoader::Scope::kUser;
+      scope.name = stem;
+    }
+    if (scope.name.empty()) {
+      diags.push_back({f.string(), {}, "file name names no user or group"});
+      continue;
+    }
+    std::ifstream in(f, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    if (!in) {
+      diags.push_back({f.string(), {}, "cannot read file"});
+      continue;
+    }
+    std::vector<Diagnostic> parse_diags;
+    auto part_src = JsonSource::parse(f.string(), ss.str(), &parse_diags);
+    if (!part_src) {
+      for (auto& d : parse_diags) diags.push_back(std::move(d));
+      continue;
+    }
+    PolicyLoader part_loader(*part_src, Ptr(), opts, scope);
+    Policy part = part_loader.load_collect();
+    for (auto& d : part_loader.take_diagnostics()) diags.push_back(std::move(d));
+    for (const auto& u : part_loader.ids()) ids.push_back({u.id, part_src->file(), u.pos});
+    auto& into = scope.kind == PolicyLoader::Scope::kUser ? user_rules : group_rules;
+    for (auto& r : part.impl_->rules) into.push_back(std::move(r));
+  }
+  // Rule ids are unique across every file (audit records and metrics name rules by id).
+  std::stable_sort(ids.begin(), ids.end(),
+                   [](const IdAt& a, const IdAt& b) { return a.id < b.id; });
+  for (size_t i = 1; i < ids.size(); ++i) {
+    if (ids[i].id == ids[i - 1].id) {
+      diags.push_back({ids[i].file, ids[i].pos,
+                       "duplicate rule id " + quote(ids[i].id) + " (first used in " +
+                           ids[i - 1].file + " at " + at_text(ids[i - 1].pos) + ")"});
+    }
+  }
+  if (!diags.empty()) throw LoadError(std::move(diags));
+  // Precedence: the user's own rules, then their groups' rules, then the main policy's.
+  auto& rules = policy.impl_->rules;
+  std::vector<Rule> merged;
+  merged.reserve(user_rules.size() + group_rules.size() + rules.size());
+  for (auto* v : {&user_rules, &group_rules, &rules}) {
+    for (auto& r : *v) merged.push_back(std::move(r));
+  }
+  rules = std::move(merged);
+  return policy;
 }
 
 Policy load_policy_text(std::string file, std::string_view text, const LoadOptions& opts) {

@@ -93,6 +93,7 @@ struct TraceStep {
 
 struct Rule;  // defined in policy/rule.h (compiled form)
 struct ClientRule;
+struct LoadOptions;
 
 class Policy {
  public:
@@ -128,6 +129,8 @@ class Policy {
 
  private:
   friend class PolicyLoader;
+  friend Policy load_policy_set(const JsonSource& src, const nlohmann::json::json_pointer& at,
+                                const std::string& dir, const LoadOptions& opts);
   Policy();
   struct Impl;
   std::unique_ptr<Impl> impl_;
@@ -147,5 +150,15 @@ struct LoadOptions {
 Policy load_policy(const JsonSource& src, const nlohmann::json::json_pointer& at,
                    const LoadOptions& opts = {});
 Policy load_policy_text(std::string file, std::string_view text, const LoadOptions& opts = {});
+
+// The main policy plus a policy.d directory of per-user ("<user>.json") and per-group
+// ("group-<group>.json") files, each {"rules": [...], "defaults": {...}}. A user file's rules
+// apply to that user only, a group file's to that group's members. Precedence: user rules,
+// then group rules (files in name order), then the main policy's rules, then default deny.
+// "defaults" (methods, listeners, from, client_certificate) are inherited by rules that do not
+// set them: a file's own over the main policy's. Rule ids are unique across all files; every
+// problem in every file is reported.
+Policy load_policy_set(const JsonSource& src, const nlohmann::json::json_pointer& at,
+                       const std::string& dir, const LoadOptions& opts = {});
 
 }  // namespace socksgate::policy

@@ -90,7 +90,7 @@ TEST(LoaderTest, WhatJoinsAllDiagnosticsWithFileLineCol) {
 TEST(LoaderTest, UnknownKeysAtEveryLevel) {
   EXPECT_THAT(errors(R"({"rules": [], "version": 2})"),
               ElementsAre("1:15: unknown key \"version\" in policy (allowed: groups, "
-                          "client_rules, rules)"));
+                          "client_rules, rules, defaults, comment)"));
   EXPECT_THAT(rule_errors(R"({"id": "a", "action": "pass", "user": ["x"], "dst": ["*"]})"),
               ElementsAre("2:31: unknown key \"user\" in rule (did you mean \"users\"?)",
                           "2:46: unknown key \"dst\" in rule (allowed: id, action, users, "
@@ -302,7 +302,7 @@ TEST(LoaderTest, AllProblemsAreReportedInFileOrder) {
                           "allow_protected, egress, client_certificate, comment)",
                           "8:59: \"from\" entry \"x\" is not an IP address or CIDR block",
                           "9:3: unknown key \"extra\" in policy (allowed: groups, client_rules, "
-                          "rules)"));
+                          "rules, defaults, comment)"));
 }
 
 TEST(LoaderTest, InlinedPolicyKeepsPositionsOfTheEnclosingFile) {
