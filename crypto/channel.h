@@ -65,6 +65,10 @@ class Channel {
 
   // Bytes received but not yet consumed by a parser (relays forward them first).
   std::span<const uint8_t> pending() const { return {inbuf_.data(), inbuf_.size()}; }
+  // True when read_some can return without the socket becoming readable again: bytes in our
+  // input buffer, or (wrapping layers) bytes already read from the socket and kept inside the
+  // layer. A relay uses it to wait for data without holding a buffer.
+  virtual bool has_buffered() const { return !inbuf_.empty(); }
   void drop_pending() { inbuf_.clear(); }
 
  protected:

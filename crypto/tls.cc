@@ -692,6 +692,11 @@ std::string TlsChannel::sni() const {
   const char* s = ssl_ ? SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name) : nullptr;
   return s ? s : "";
 }
+bool TlsChannel::has_buffered() const {
+  return Channel::has_buffered() ||
+         (ssl_ != nullptr && (SSL_pending(ssl_) > 0 || SSL_has_pending(ssl_) == 1));
+}
+
 bool TlsChannel::resumed() const { return ssl_ && SSL_session_reused(ssl_) == 1; }
 
 // --- certificates ----------------------------------------------------------------------------

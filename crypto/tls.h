@@ -186,6 +186,7 @@ class TlsChannel final : public Channel {
   void reset() override;
   asio::ip::tcp::socket* plain_socket() override { return nullptr; }
   asio::ip::tcp::socket& lowest_layer() override { return socket_; }
+  bool has_buffered() const override;
 
   const std::string& last_error() const { return last_error_; }
   std::string version() const;  // "TLSv1.3"

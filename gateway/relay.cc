@@ -1,6 +1,7 @@
 #include "gateway/relay.h"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
@@ -162,11 +163,70 @@ asio::awaitable<PumpEnd> splice_pump(asio::ip::tcp::socket& from, asio::ip::tcp:
   }
 }
 
+// Copy buffers for channels that transform bytes (TLS, GSS), recycled per thread. A pump holds
+// one only while bytes are in flight: an idle TLS session holds no relay buffer at all.
+class CopyBufferPool {
+ public:
+  std::unique_ptr<uint8_t[]> take() {
+    if (free_.empty()) return std::unique_ptr<uint8_t[]>(new uint8_t[kCopyBufferSize]);
+    auto b = std::move(free_.back());
+    free_.pop_back();
+    return b;
+  }
+  void give(std::unique_ptr<uint8_t[]> b) {
+    if (b && free_.size() < kMaxFree) free_.push_back(std::move(b));
+  }
+
+ private:
+  static constexpr size_t kMaxFree = 64;
+  std::vector<std::unique_ptr<uint8_t[]>> free_;
+};
+
+CopyBufferPool& thread_copy_pool() {
+  thread_local CopyBufferPool pool;
+  return pool;
+}
+
+// Holds a pooled buffer while bytes are in flight; gives it back when idle or done.
+class CopyBuffer {
+ public:
+  ~CopyBuffer() { release(); }
+  uint8_t* get() {
+    if (!buf_) buf_ = thread_copy_pool().take();
+    return buf_.get();
+  }
+  void release() { thread_copy_pool().give(std::move(buf_)); }
+
+ private:
+  std::unique_ptr<uint8_t[]> buf_;
+};
+
+// Waits until a read on `s` would not block (data, EOF or an error), holding nothing. Tries
+// first: the reactor is edge-triggered, so readiness that already happened is not reported
+// again.
+asio::awaitable<std::error_code> wait_readable(asio::ip::tcp::socket& s) {
+  for (;;) {
+    uint8_t probe;
+    ssize_t n = ::recv(s.native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+      co_return std::error_code{};
+    }
+    auto [ec] = co_await s.async_wait(asio::socket_base::wait_read, kUse);
+    if (ec) co_return ec;
+  }
+}
+
 // Moves bytes through a buffer (for channels that transform bytes).
 asio::awaitable<PumpEnd> copy_pump_from_channel(crypto::Channel& from, asio::ip::tcp::socket& to,
                                                 uint64_t* counter, RelayState* st) {
-  std::unique_ptr<uint8_t[]> buf(new uint8_t[kCopyBufferSize]);
+  CopyBuffer buf;
   for (;;) {
+    if (!from.has_buffered()) {
+      buf.release();
+      if (std::error_code wec = co_await wait_readable(from.lowest_layer())) {
+        co_return wec == asio::error::operation_aborted ? PumpEnd::kAborted : PumpEnd::kError;
+      }
+    }
     auto [ec, n] = co_await from.read_some(std::span<uint8_t>(buf.get(), kCopyBufferSize));
     if (ec == asio::error::eof) co_return PumpEnd::kEof;
     if (ec == asio::error::operation_aborted) co_return PumpEnd::kAborted;
@@ -185,12 +245,22 @@ asio::awaitable<PumpEnd> copy_pump_from_channel(crypto::Channel& from, asio::ip:
 
 asio::awaitable<PumpEnd> copy_pump_to_channel(asio::ip::tcp::socket& from, crypto::Channel& to,
                                               uint64_t* counter, RelayState* st) {
-  std::unique_ptr<uint8_t[]> buf(new uint8_t[kCopyBufferSize]);
+  CopyBuffer buf;
+  std::error_code nb;
+  from.non_blocking(true, nb);  // read_some below must say would_block, never wait
   for (;;) {
-    auto [ec, n] = co_await from.async_read_some(asio::buffer(buf.get(), kCopyBufferSize), kUse);
-    if (ec == asio::error::eof) co_return PumpEnd::kEof;
-    if (ec == asio::error::operation_aborted) co_return PumpEnd::kAborted;
-    if (ec) co_return ec == asio::error::connection_reset ? PumpEnd::kReadReset : PumpEnd::kError;
+    std::error_code rec;
+    size_t n = from.read_some(asio::buffer(buf.get(), kCopyBufferSize), rec);
+    if (rec == asio::error::would_block || rec == asio::error::try_again) {
+      buf.release();
+      if (std::error_code wec = co_await wait_readable(from)) {
+        co_return wec == asio::error::operation_aborted ? PumpEnd::kAborted : PumpEnd::kError;
+      }
+      continue;
+    }
+    if (rec == asio::error::eof) co_return PumpEnd::kEof;
+    if (rec == asio::error::interrupted) continue;
+    if (rec) co_return rec == asio::error::connection_reset ? PumpEnd::kReadReset : PumpEnd::kError;
     std::error_code wec = co_await to.write_all(std::span<const uint8_t>(buf.get(), n));
     if (wec) {
       if (wec == asio::error::operation_aborted) co_return PumpEnd::kAborted;
