@@ -16,6 +16,7 @@
 #include "auth/registry.h"
 #include "auth/userpass/userpass_authenticator.h"
 #include "gateway/interfaces.h"
+#include "gateway/privsep.h"
 #include "policy/policy.h"
 
 namespace socksgate::gateway {
@@ -63,6 +64,7 @@ struct LimitsConfig {
 };
 
 struct UserPassConfig {
+  // settings.backend says file or PAM; file and inline_users are for the file back-end only.
   std::string file;  // resolved path; empty when users are inline
   std::vector<std::pair<std::string, std::string>> inline_users;  // user, hash
   auth::userpass::UserPassSettings settings;
@@ -91,6 +93,7 @@ struct Config {
   UdpConfig udp;
   ThreadsConfig threads;
   std::string policy_file;  // resolved path, or empty when inline
+  RunAsConfig run_as;       // who the gateway becomes after binding, when started as root
 
   const ListenerConfig* find_listener(std::string_view name) const;
 };

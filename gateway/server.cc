@@ -250,6 +250,7 @@ struct Server::Impl {
 
   int run() {
     sync_listeners(*state.snapshot.load()->config);
+    if (opts.after_bind) opts.after_bind();
     write_ready_file();
     std::vector<std::thread> threads;
     std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
