@@ -61,12 +61,13 @@ asio::awaitable<std::string> UserPassAuthenticator::verify_pam(const Request& re
   pr.user = req.user;
   pr.password = req.password;
   pr.rhost = ctx.client.to_string();
+  const std::string rhost = pr.rhost;
   pam::AuthResult r = co_await monitor->authenticate(std::move(pr));
   for (const auto& m : r.messages) {
     // What the PAM stack told the user (there is no terminal to show it on): kept in the log.
     monitor->log(false, std::string("pam ") + (m.kind == 3 ? "error" : "info") +
                             " message for user \"" + escape_for_log(req.user) + "\" from " +
-                            pr.rhost + ": " + escape_for_log(m.text));
+                            rhost + ": " + escape_for_log(m.text));
   }
   if (r.status != pam::PamStatus::kOk) co_return std::string(pam::status_token(r.status));
   outcome->identity.user = r.user;

@@ -194,16 +194,18 @@ class Gateway:
 
     # -- process ----------------------------------------------------------------------------
 
-    def start(self, extra_args: tuple = ()) -> "Gateway":
+    def start(self, extra_args: tuple = (), env: dict | None = None,
+              prefix: tuple = ()) -> "Gateway":
+        """env: extra environment variables; prefix: a command the binary runs under."""
         assert self.proc is None
         if self.ready_path.exists():
             self.ready_path.unlink()
         self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [self.bin, "run", "--config", str(self.config_path), "--ready-file",
+            [*prefix, self.bin, "run", "--config", str(self.config_path), "--ready-file",
              str(self.ready_path), "--log-level", "debug", *extra_args],
             stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=self._log_file,
-            cwd=self.dir)
+            cwd=self.dir, env={**os.environ, **(env or {})})
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
