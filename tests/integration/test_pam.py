@@ -372,3 +372,35 @@ def test_started_unprivileged_still_serves_pam(pam_gateway, echo_server):
     s.close()
     sup = [c for c in children(gw.proc.pid) if comm(c) == "sg-authsv"]
     assert len(sup) == 1 and proc_status(sup[0])["Uid"].split()[0] == str(NOBODY)
+
+
+def test_pam_transaction_times_out(pam_gateway):
+    # The module sleeps 5 s; the monitor's per-request deadline is 1 s: the worker is killed
+    # and the login fails as pam_timeout, without waiting for the module.
+    gw, _ = pam_gateway(pam_timeout_ms=1000, **STANDARD)
+    t0 = time.monotonic()
+    assert login(gw, "slowpoke", USERS["slowpoke"]) == b"\x01\x01"
+    assert time.monotonic() - t0 < 4.0
+    assert failure_reason(gw, "slowpoke") == "pam_timeout"
+    assert login(gw, "bob", USERS["bob"]) == b"\x01\x00"
+
+
+def test_negotiation_deadline_cancels_a_waiting_pam_request(pam_gateway):
+    gw, _ = pam_gateway(**STANDARD)
+    cfg = __import__("json").loads(gw.config_path.read_text())
+    cfg["limits"]["negotiation_timeout_ms"] = 1500
+    gw.config_path.write_text(__import__("json").dumps(cfg))
+    ok, line = gw.reload()
+    assert ok, line
+    s = connect_tcp(gw.addr("main"))
+    t0 = time.monotonic()
+    s.sendall(greeting((0x02,)))
+    assert recv_exact(s, 2) == b"\x05\x02"
+    s.sendall(userpass("slowpoke", USERS["slowpoke"]))
+    s.settimeout(10)
+    assert s.recv(16) == b""  # closed at the deadline, not after the module's 5 s
+    assert time.monotonic() - t0 < 4.0
+    s.close()
+    end = gw.wait_session_end(close_reason="negotiation_timeout")
+    assert end["phase"] == "authentication"
+    assert login(gw, "bob", USERS["bob"]) == b"\x01\x00"
