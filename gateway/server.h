@@ -20,8 +20,8 @@ struct ServerOptions {
   std::string ready_file;   // written once listening: {"pid":…, "listeners":[…]}
   // The login throttle the initial snapshot was loaded with (kept across reloads).
   std::shared_ptr<auth::userpass::LoginThrottle> throttle;
-  // Runs once, after the listeners are bound and the audit log is open, before the I/O
-  // threads start and before the ready file is written: the privilege drop (main.cc).
+  // Runs once, after the listeners are bound, the audit log is open and the ready file is
+  // written, before the I/O threads start (nothing is served before): the privilege drop.
   std::function<void()> after_bind;
 };
 

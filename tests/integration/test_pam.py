@@ -404,3 +404,28 @@ def test_negotiation_deadline_cancels_a_waiting_pam_request(pam_gateway):
     end = gw.wait_session_end(close_reason="negotiation_timeout")
     assert end["phase"] == "authentication"
     assert login(gw, "bob", USERS["bob"]) == b"\x01\x00"
+
+
+def test_chroot_into_an_empty_directory(gateway_factory, echo_server, tmp_path):
+    import tempfile
+    root = tempfile.mkdtemp(prefix="socksgate-chroot-")
+    try:
+        os.chmod(root, 0o755)
+        gw = gateway_factory(start=False)
+        cfg = __import__("json").loads(gw.config_path.read_text())
+        cfg["run_as"] = {"chroot": root}
+        gw.config_path.write_text(__import__("json").dumps(cfg))
+        gw.start()
+        s, _ = socks_connect(gw.addr("main"), "alice", gw.passwords["alice"], "127.0.0.1",
+                             echo_server.port)
+        assert echo_roundtrip(s, b"chroot" * 100) == b"chroot" * 100
+        s.close()
+        assert os.readlink(f"/proc/{gw.proc.pid}/root") == root
+        assert proc_status(gw.proc.pid)["Uid"].split() == [str(NOBODY)] * 4
+        # The config is outside the chroot: a reload fails and the gateway keeps serving.
+        ok, line = gw.reload()
+        assert not ok and "cannot open" in line, line
+        gw.wait_session_end(user="alice")
+        gw.stop()
+    finally:
+        os.rmdir(root)
