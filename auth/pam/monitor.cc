@@ -25,6 +25,8 @@ namespace socksgate::auth::pam {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr uint8_t kStarted = 'S';  // a worker's first byte: pam_start has returned
+constexpr std::chrono::milliseconds kStartWait{2000};
 
 bool write_all(int fd, const uint8_t* p, size_t n) {
   while (n > 0) {
@@ -172,13 +174,25 @@ class Monitor {
       ::close(p[0]);
       ::close(link_);
       for (const auto& w : workers_) ::close(w.fd);
-      AuthResult r = run_pam_transaction(q.req);
+      int out = p[1];
+      AuthResult r = run_pam_transaction(
+          q.req, [](void* fd) { write_all(*static_cast<int*>(fd), &kStarted, 1); }, &out);
       auto bytes = encode_result(r);
       bool ok = !bytes.empty() && write_all(p[1], bytes);
       ::_exit(ok ? 0 : 1);
     }
     ::close(p[1]);
+    // Workers start PAM one after the other: pam_start only reads the service's configuration
+    // and loads its modules (quick, nothing sleeps there), and some libpam wrappers (the tests'
+    // pam_wrapper) are not safe for several processes entering it at once. Bounded wait.
+    pollfd pf{p[0], POLLIN, 0};
+    bool started = false;
+    if (::poll(&pf, 1, static_cast<int>(kStartWait.count())) > 0) {
+      uint8_t b = 0;
+      started = ::read(p[0], &b, 1) == 1 && b == kStarted;
+    }
     workers_.push_back({pid, p[0], q.req.id, q.deadline, {}});
+    if (!started) ::kill(pid, SIGKILL);  // collect() sees EOF and answers kError
   }
 
   // A worker's pipe is readable: gather its result; at EOF forward it. False: link broken.

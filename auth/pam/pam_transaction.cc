@@ -138,7 +138,7 @@ std::vector<std::string> unix_groups(const std::string& user) {
   return out;
 }
 
-AuthResult run_pam_transaction(const AuthRequest& req) {
+AuthResult run_pam_transaction(const AuthRequest& req, void (*after_start)(void*), void* arg) {
   AuthResult res;
   res.id = req.id;
   Conversation conv;
@@ -147,6 +147,7 @@ AuthResult run_pam_transaction(const AuthRequest& req) {
   pam_conv pc{converse, &conv};
   pam_handle_t* h = nullptr;
   int rc = pam_start(req.service.c_str(), req.user.c_str(), &pc, &h);
+  if (after_start != nullptr) after_start(arg);
   if (rc != PAM_SUCCESS || h == nullptr) {
     res.status = PamStatus::kError;
     res.pam_code = rc;

@@ -13,8 +13,10 @@ namespace socksgate::auth::pam {
 
 inline constexpr int kMaxPasswordPrompts = 4;
 
-// `req.password` is read, not kept; the caller zeroes it. Never throws.
-AuthResult run_pam_transaction(const AuthRequest& req);
+// `req.password` is read, not kept; the caller zeroes it. Never throws. `after_start` (may be
+// null) runs once pam_start has returned, before any module is called.
+AuthResult run_pam_transaction(const AuthRequest& req, void (*after_start)(void*) = nullptr,
+                               void* arg = nullptr);
 
 // The Unix group names of `user` (primary group included), from NSS; empty if NSS does not
 // know the user. Bounded by kMaxGroups.

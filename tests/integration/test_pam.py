@@ -227,7 +227,8 @@ def test_slow_pam_stack_does_not_delay_other_users(pam_gateway):
         def timed(i):
             u = f"user{i % 10:02d}"
             start = time.monotonic()
-            assert login(gw, u, USERS[u]) == b"\x01\x00", u
+            got = login(gw, u, USERS[u])
+            assert got == b"\x01\x00", (u, failure_reason(gw, u), gw.log_text()[-3000:])
             return time.monotonic() - start, time.monotonic()
 
         results = list(pool.map(timed, range(100)))
