@@ -219,7 +219,9 @@ int cmd_run(const Args& args) {
                   " once its listeners are bound");
     opts.after_bind = [&plan] {
       sg::drop_privileges(*plan);
-      sg::log::info("privileges dropped: serving as ", sg::describe_credentials(),
+      // Names from the plan: NSS may be out of reach inside a chroot.
+      sg::log::info("privileges dropped: serving as uid=", plan->uid, "(", plan->user, ") gid=",
+                    plan->gid, "(", plan->group, ")",
                     ", no supplementary groups, no capabilities, no_new_privs");
     };
   } else {
