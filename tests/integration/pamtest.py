@@ -19,6 +19,7 @@ PAM_MATRIX = f"{PAM_MODULE_DIR}/pam_matrix.so"
 PAM_CHATTY = f"{PAM_MODULE_DIR}/pam_chatty.so"
 # Built by CMake (tests/pam/pam_sgtest.cc); the ctest environment names it.
 PAM_SGTEST = os.environ.get("SOCKSGATE_PAM_TEST_MODULE", "")
+PAM_NODEEPBIND = os.environ.get("SOCKSGATE_PAM_NODEEPBIND", "")
 
 
 def sanitizer_runtimes(binary: str) -> list[str]:
@@ -65,14 +66,21 @@ class PamStack:
                             f"account required {m}", *account_after])
 
     def env(self, binary: str) -> dict[str, str]:
-        preload = [*sanitizer_runtimes(binary), PAM_WRAPPER_LIB]
+        runtimes = sanitizer_runtimes(binary)
+        preload = [*runtimes, PAM_WRAPPER_LIB]
+        if any("tsan" in r for r in runtimes):
+            # pam_wrapper dlopens libpam with RTLD_DEEPBIND, which TSan refuses; our shim
+            # (tests/pam/nodeepbind.cc) clears the flag. It must see dlopen calls first.
+            assert PAM_NODEEPBIND and os.path.exists(PAM_NODEEPBIND), \
+                "SOCKSGATE_PAM_NODEEPBIND must name the built sg_nodeepbind.so"
+            preload.insert(0, PAM_NODEEPBIND)
         env = {
             "LD_PRELOAD": ":".join(preload),
             "PAM_WRAPPER": "1",
             "PAM_WRAPPER_SERVICE_DIR": str(self.services),
         }
-        if len(preload) > 1:
-            # pam_wrapper's deep binding and the sanitizers' interceptors do not mix.
+        if runtimes:
+            # Newer pam_wrapper versions have a switch for the same problem.
             env["PAM_WRAPPER_DISABLE_DEEPBIND"] = "1"
         return env
 
