@@ -137,7 +137,8 @@ class Monitor {
       } else {
         auto t =
             std::clamp(std::chrono::milliseconds(req.auth.timeout_ms), kMinTimeout, kMaxTimeout);
-        queue_.push_back({std::move(req.auth), Clock::now() + t});
+        queue_.push_back({req.auth, Clock::now() + t});  // a copy: the original is zeroed
+        zero(&req.auth);
       }
     }
     crypto::secure_zero(in_.data(), off);

@@ -9,6 +9,7 @@
 #include <asio/write.hpp>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "auth/pam/monitor.h"
@@ -42,8 +43,12 @@ struct MonitorClient::Impl {
     std::unique_ptr<asio::steady_timer> timer;
   };
 
-  Impl(MonitorClient* o, int fd) : owner(o), control_fd(fd), work(io.get_executor()) {
-    thread = std::thread([this] { io.run(); });
+  Impl(MonitorClient* o, int fd) : owner(o), control_fd(fd), work(io.get_executor()) {}
+
+  // The thread starts with the first request, on that caller's credentials (after the
+  // privilege drop), not when the client is made.
+  void start() {
+    std::call_once(started, [this] { thread = std::thread([this] { io.run(); }); });
   }
 
   void log(bool error, const std::string& s) const {
@@ -57,7 +62,8 @@ struct MonitorClient::Impl {
       return;
     }
     auto t = std::clamp(std::chrono::milliseconds(req.timeout_ms), kMinTimeout, kMaxTimeout);
-    Pending p{std::move(op), std::move(req), 0, std::make_unique<asio::steady_timer>(io)};
+    Pending p{std::move(op), req, 0, std::make_unique<asio::steady_timer>(io)};
+    crypto::secure_zero(req.password.data(), req.password.size());  // the copy lives on
     p.timer->expires_after(t + kClientMargin);
     p.timer->async_wait([this, token](std::error_code ec) {
       if (!ec) finish(token, status_only(PamStatus::kTimeout));
@@ -228,6 +234,7 @@ struct MonitorClient::Impl {
   int control_fd;
   asio::io_context io{1};
   asio::executor_work_guard<asio::io_context::executor_type> work;
+  std::once_flag started;
   std::thread thread;
   std::function<void(bool, const std::string&)> logger;  // set before the first request
   // Everything below is touched on `thread` only.
@@ -260,15 +267,16 @@ void MonitorClient::set_logger(std::function<void(bool, const std::string&)> log
 void MonitorClient::log(bool error, const std::string& text) const { impl_->log(error, text); }
 
 void MonitorClient::shutdown() {
-  if (!impl_->thread.joinable()) return;
   asio::post(impl_->io, [this] { impl_->stop(); });
-  impl_->thread.join();
+  impl_->start();  // runs the stop (and whatever waits) if no request ever started it
+  if (impl_->thread.joinable()) impl_->thread.join();
 }
 
 void MonitorClient::submit(std::shared_ptr<Op> op, AuthRequest req, uint64_t token) {
   asio::post(impl_->io, [this, op = std::move(op), req = std::move(req), token]() mutable {
     impl_->add(std::move(op), std::move(req), token);
   });
+  impl_->start();
 }
 
 void MonitorClient::cancel(uint64_t token) {

@@ -3,7 +3,8 @@
 // completes each waiting session with its RESULT.
 //
 // One client per process, created before the privilege drop with the supervisor's control
-// socket; it owns one thread (its own io_context) that does all link I/O, so sessions on any
+// socket; it owns one thread (its own io_context, started by the first request) that does all
+// link I/O, so sessions on any
 // I/O thread can call authenticate() and are resumed on their own executor. The link is
 // opened on first use; when it dies (EOF, a malformed reply, the monitor killed) every
 // request in flight on it completes with kUnavailable and the next request (or a retry after

@@ -366,8 +366,16 @@ def test_bad_run_as_is_a_clear_error(gateway_factory):
 
 
 def test_started_unprivileged_still_serves_pam(pam_gateway, echo_server):
+    # As under systemd with User=nobody and AmbientCapabilities=CAP_NET_BIND_SERVICE.
     gw, _ = pam_gateway(prefix=("setpriv", "--reuid=nobody", "--regid=nogroup",
-                                "--clear-groups", "--"))
+                                "--clear-groups", "--inh-caps=+net_bind_service",
+                                "--ambient-caps=+net_bind_service", "--"))
+    for task in os.listdir(f"/proc/{gw.proc.pid}/task"):
+        st = proc_status(int(task))
+        assert st["Uid"].split() == [str(NOBODY)] * 4
+        assert int(st["CapEff"], 16) == 0 and int(st["CapPrm"], 16) == 0, st
+        assert int(st["CapAmb"], 16) == 0 and int(st["CapInh"], 16) == 0, st
+        assert st["NoNewPrivs"] == "1"
     log = gw.log_text()
     assert "started unprivileged as uid=65534(nobody)" in log
     assert "only back-ends that need no root work" in log
