@@ -30,8 +30,9 @@ using policy::JsonSource;
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    std::string why = path + ": cannot open: " + std::strerror(errno);
-    if (errno == EACCES && ::geteuid() != 0) {
+    int e = errno;
+    std::string why = path + ": cannot open: " + std::strerror(e);
+    if (e == EACCES && ::geteuid() != 0) {
       // After the privilege drop (gateway/privsep.h) reloads read files as the run_as user.
       why += " (socksgate runs as " + describe_credentials() +
              "; files it re-reads on reload must be readable by that user)";
