@@ -17,6 +17,8 @@
 #include <atomic>
 #include <cstddef>
 #include <exception>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <system_error>
 #include <type_traits>
@@ -39,8 +41,13 @@ namespace socksgate::crypto {
 
 class BlockingPool {
  public:
-  BlockingPool(size_t threads, size_t max_queued) : pool_(threads), max_queued_(max_queued) {}
-  ~BlockingPool() { pool_.join(); }
+  // The threads start with the first call to run(), on the caller's credentials: a gateway
+  // that drops privileges after constructing its pools (gateway/privsep.h) never has a pool
+  // thread that ran with the privileges it started with.
+  BlockingPool(size_t threads, size_t max_queued) : threads_(threads), max_queued_(max_queued) {}
+  ~BlockingPool() {
+    if (auto* p = pool_.load()) p->join();
+  }
   BlockingPool(const BlockingPool&) = delete;
   BlockingPool& operator=(const BlockingPool&) = delete;
 
@@ -61,7 +68,7 @@ class BlockingPool {
     *ec = {};
     auto initiation = [this, job = std::move(fn)](auto handler) mutable {
       auto ex = asio::get_associated_executor(handler);
-      asio::post(pool_, [this, job = std::move(job), handler = std::move(handler), ex]() mutable {
+      asio::post(pool(), [this, job = std::move(job), handler = std::move(handler), ex]() mutable {
         R r = job();
         in_flight_.fetch_sub(1, std::memory_order_relaxed);
         asio::dispatch(ex, [handler = std::move(handler), r = std::move(r)]() mutable {
@@ -76,10 +83,23 @@ class BlockingPool {
 
   size_t in_flight() const { return in_flight_.load(std::memory_order_relaxed); }
 
-  void stop() { pool_.stop(); }
+  void stop() {
+    if (auto* p = pool_.load()) p->stop();
+  }
 
  private:
-  asio::thread_pool pool_;
+  asio::thread_pool& pool() {
+    std::call_once(started_, [this] {
+      owned_ = std::make_unique<asio::thread_pool>(threads_);
+      pool_.store(owned_.get());
+    });
+    return *owned_;
+  }
+
+  const size_t threads_;
+  std::once_flag started_;
+  std::unique_ptr<asio::thread_pool> owned_;  // set once, under started_
+  std::atomic<asio::thread_pool*> pool_{nullptr};
   const size_t max_queued_;
   std::atomic<size_t> in_flight_{0};
 };

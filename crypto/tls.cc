@@ -50,7 +50,15 @@ std::string openssl_error(std::string_view fallback) {
   std::string out;
   if (e != 0) {
     const char* r = ERR_reason_error_string(e);
-    out = r ? r : "error " + std::to_string(e);
+    if (ERR_SYSTEM_ERROR(e)) {
+      out = std::strerror(ERR_GET_REASON(e));
+    } else if (r != nullptr) {
+      out = r;
+    } else {
+      char buf[256];
+      ERR_error_string_n(e, buf, sizeof buf);
+      out = buf;
+    }
   } else {
     out = std::string(fallback);
   }

@@ -3,6 +3,7 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -28,7 +29,16 @@ using policy::JsonSource;
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error(path + ": cannot open: " + std::strerror(errno));
+  if (!in) {
+    int e = errno;
+    std::string why = path + ": cannot open: " + std::strerror(e);
+    if (e == EACCES && ::geteuid() != 0) {
+      // After the privilege drop (gateway/privsep.h) reloads read files as the run_as user.
+      why += " (socksgate runs as " + describe_credentials() +
+             "; files it re-reads on reload must be readable by that user)";
+    }
+    throw std::runtime_error(why);
+  }
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -321,9 +331,46 @@ void read_userpass(const JsonSource& src, std::vector<Diagnostic>* diags, Config
   ObjectReader auth(src, Ptr("/auth"), diags, {"userpass"});
   if (!auth.ok() || !auth.has("userpass")) return;
   ObjectReader r(src, Ptr("/auth/userpass"), diags,
-                 {"file", "users", "cache_ttl_s", "failure_delay_ms", "throttle", "comment"});
+                 {"backend", "pam_service", "pam_timeout_ms", "file", "users", "cache_ttl_s",
+                  "failure_delay_ms", "throttle", "comment"});
   if (!r.ok()) return;
   UserPassConfig up;
+  if (auto b = r.string("backend", false)) {
+    if (*b == "pam") {
+      up.settings.backend = auth::userpass::UserPassBackendKind::kPam;
+    } else if (*b != "file") {
+      diags->push_back(src.at_value(r.ptr("backend"), "\"backend\" must be \"file\" or \"pam\""));
+    }
+  }
+  if (up.settings.backend == auth::userpass::UserPassBackendKind::kPam) {
+    // PAM: the stack decides; no password file, and never a cache (account checks and
+    // one-time passwords must run on every login).
+    for (const char* k : {"file", "users", "cache_ttl_s"}) {
+      if (r.has(k)) {
+        diags->push_back(
+            src.at_key(r.ptr(k), std::string("\"") + k + "\" is for backend \"file\" only"));
+      }
+    }
+    if (auto svc = r.string("pam_service", false)) {
+      if (svc->size() > 64 || svc->find('/') != std::string::npos) {
+        diags->push_back(src.at_value(r.ptr("pam_service"),
+                                      "\"pam_service\" must be a PAM service name (no '/', at "
+                                      "most 64 bytes)"));
+      } else {
+        up.settings.pam_service = *svc;
+      }
+    }
+    if (auto v = r.integer("pam_timeout_ms", 1000, 120000)) {
+      up.settings.pam_timeout = std::chrono::milliseconds(*v);
+    }
+  } else {
+    for (const char* k : {"pam_service", "pam_timeout_ms"}) {
+      if (r.has(k)) {
+        diags->push_back(
+            src.at_key(r.ptr(k), std::string("\"") + k + "\" is for backend \"pam\" only"));
+      }
+    }
+  }
   auto file = r.string("file", false);
   if (file) up.file = resolve_path(cfg->path, *file);
   if (r.has("users")) {
@@ -344,7 +391,8 @@ void read_userpass(const JsonSource& src, std::vector<Diagnostic>* diags, Config
       }
     }
   }
-  if (!file && !r.has("users")) {
+  if (!file && !r.has("users") &&
+      up.settings.backend == auth::userpass::UserPassBackendKind::kFile) {
     diags->push_back(src.at_value(Ptr("/auth/userpass"),
                                   "userpass needs \"file\" (htpasswd-style) or \"users\""));
   }
@@ -364,6 +412,26 @@ void read_userpass(const JsonSource& src, std::vector<Diagnostic>* diags, Config
 }
 
 void read_rest(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cfg) {
+  if (src.root().contains("run_as")) {
+    // Names are resolved when the gateway starts (plan_drop), not here: a reload may run
+    // inside a chroot without NSS.
+    ObjectReader r(src, Ptr("/run_as"), diags, {"user", "group", "chroot", "comment"});
+    if (auto u = r.string("user", false)) {
+      if (*u == "root") {
+        diags->push_back(src.at_value(r.ptr("user"),
+                                      "\"run_as\" must not be root: the gateway "
+                                      "never serves traffic as root"));
+      }
+      cfg->run_as.user = *u;
+    }
+    if (auto g = r.string("group", false)) cfg->run_as.group = *g;
+    if (auto c = r.string("chroot", false)) {
+      if (c->front() != '/') {
+        diags->push_back(src.at_value(r.ptr("chroot"), "\"chroot\" must be an absolute path"));
+      }
+      cfg->run_as.chroot = *c;
+    }
+  }
   if (src.root().contains("audit")) {
     ObjectReader r(src, Ptr("/audit"), diags, {"file", "stdout", "comment"});
     if (auto f = r.string("file", false)) cfg->audit.file = resolve_path(cfg->path, *f);
@@ -475,9 +543,9 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
   if (!src) throw policy::LoadError(std::move(diags));
   auto cfg = std::make_shared<Config>();
   cfg->path = path;
-  ObjectReader top(
-      *src, Ptr(), &diags,
-      {"listeners", "auth", "policy", "audit", "limits", "bind", "udp", "threads", "comment"});
+  ObjectReader top(*src, Ptr(), &diags,
+                   {"listeners", "auth", "policy", "audit", "limits", "bind", "udp", "threads",
+                    "run_as", "comment"});
   if (!top.ok()) throw policy::LoadError(std::move(diags));
 
   if (top.has("auth")) read_userpass(*src, &diags, cfg.get());
@@ -589,8 +657,14 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
     const auto& l = cfg->listeners[i];
     if (!l.tls) continue;
     try {
+      // Unreadable files are reported like every other file (with the run_as hint after a
+      // privilege drop), not as an OpenSSL error code.
+      for (const std::string* f : {&l.tls->server.cert_file, &l.tls->server.key_file,
+                                   &l.tls->server.ca_file, &l.tls->server.crl_file}) {
+        if (!f->empty()) read_file(*f);
+      }
       snap.tls.emplace(l.name, crypto::TlsServerContext::create(l.tls->server));
-    } catch (const crypto::TlsError& e) {
+    } catch (const std::runtime_error& e) {  // TlsError, or an unreadable file
       diags.push_back(src->at_value(Ptr("/listeners") / i / "tls", e.what()));
     }
   }

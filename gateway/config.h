@@ -17,6 +17,7 @@
 #include "auth/userpass/userpass_authenticator.h"
 #include "crypto/tls.h"
 #include "gateway/interfaces.h"
+#include "gateway/privsep.h"
 #include "policy/policy.h"
 
 namespace socksgate::gateway {
@@ -74,6 +75,7 @@ struct LimitsConfig {
 };
 
 struct UserPassConfig {
+  // settings.backend says file or PAM; file and inline_users are for the file back-end only.
   std::string file;  // resolved path; empty when users are inline
   std::vector<std::pair<std::string, std::string>> inline_users;  // user, hash
   auth::userpass::UserPassSettings settings;
@@ -103,6 +105,7 @@ struct Config {
   ThreadsConfig threads;
   std::string policy_file;  // resolved path, or empty when inline
   std::string policy_dir;   // policy.d: per-user and per-group rule files; empty = none
+  RunAsConfig run_as;       // who the gateway becomes after binding, when started as root
 
   const ListenerConfig* find_listener(std::string_view name) const;
 };

@@ -20,11 +20,14 @@
 #include <string>
 #include <vector>
 
+#include "auth/pam/monitor.h"
+#include "auth/pam/monitor_client.h"
 #include "auth/userpass/login_throttle.h"
 #include "crypto/password_hash.h"
 #include "crypto/secure.h"
 #include "gateway/config.h"
 #include "gateway/log.h"
+#include "gateway/privsep.h"
 #include "gateway/server.h"
 #include "gateway/socks5.h"
 #include "gateway/upstream.h"
@@ -205,6 +208,46 @@ int cmd_run(const Args& args) {
           pki.c_str(), pki.c_str(), pki.c_str());
     }
   }
+  // Privilege separation (gateway/privsep.h, auth/pam/monitor.h). Still one thread here: fork
+  // the auth monitor's supervisor now, with the privileges we were started with, then forbid
+  // new privileges for this process and every thread it will start.
+  bool root = ::geteuid() == 0;
+  std::optional<sg::DropPlan> plan;
+  if (root) plan = sg::plan_drop(snap.config->run_as);
+  auto supervisor = socksgate::auth::pam::start_supervisor();
+  sg::set_no_new_privs();
+  auto monitor = std::make_unique<socksgate::auth::pam::MonitorClient>(supervisor.control_fd);
+  monitor->set_logger([](bool error, const std::string& text) {
+    if (error) {
+      sg::log::warn(text);
+    } else {
+      sg::log::info(text);
+    }
+  });
+  socksgate::auth::pam::set_monitor_client(monitor.get());
+  if (root) {
+    sg::log::info("privilege separation: auth monitor supervisor pid=", supervisor.pid,
+                  " stays root; the gateway becomes ", plan->user, ":", plan->group,
+                  plan->chroot.empty() ? std::string() : " in chroot " + plan->chroot,
+                  " once its listeners are bound");
+    opts.after_bind = [&plan] {
+      sg::drop_privileges(*plan);
+      // Names from the plan: NSS may be out of reach inside a chroot.
+      sg::log::info("privileges dropped: serving as uid=", plan->uid, "(", plan->user, ") gid=",
+                    plan->gid, "(", plan->group, ")",
+                    ", no supplementary groups, no capabilities, no_new_privs");
+    };
+  } else {
+    sg::log::warn("started unprivileged as ", sg::describe_credentials(),
+                  ": no privilege drop (run_as ignored); the auth monitor runs as this user "
+                  "too, so only back-ends that need no root work (password files; PAM modules "
+                  "that need no root, e.g. pam_sss, pam_ldap, pam_radius; pam_unix checks only "
+                  "this user's own password)");
+    opts.after_bind = [] {
+      sg::drop_capabilities();
+      sg::log::info("serving as ", sg::describe_credentials(), ", no capabilities, no_new_privs");
+    };
+  }
   // Writes to a peer that went away must be errors, not a process kill (splice can raise it).
   std::signal(SIGPIPE, SIG_IGN);
   // SIGHUP/SIGTERM/SIGINT are for the control thread only: block them before any worker
@@ -217,12 +260,17 @@ int cmd_run(const Args& args) {
   sigaddset(&control_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &control_signals, nullptr);
   sg::Server server(std::move(snap), opts);
-  return server.run();
+  int rc = server.run();
+  // Sessions' loops have stopped: complete any PAM request still waiting before they go.
+  monitor->shutdown();
+  socksgate::auth::pam::set_monitor_client(nullptr);
+  return rc;
 }
 
 int cmd_validate(const Args& args) {
   std::string path = args.require("config");
   auto snap = sg::load_snapshot(path, nullptr);
+  sg::plan_drop(snap.config->run_as);  // run_as names must exist on this host
   std::printf("%s: ok (%zu listeners, %zu client rules, %zu rules)\n", path.c_str(),
               snap.config->listeners.size(), snap.policy->client_rule_count(),
               snap.policy->rule_count());

@@ -251,6 +251,7 @@ struct Server::Impl {
   int run() {
     sync_listeners(*state.snapshot.load()->config);
     write_ready_file();
+    if (opts.after_bind) opts.after_bind();
     std::vector<std::thread> threads;
     std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
     for (auto& io : ios) guards.emplace_back(io->get_executor());

@@ -6,6 +6,7 @@
 //   SIGTERM stop accepting, let running sessions finish for limits.drain_timeout, close the
 //   SIGINT  rest, exit 0.
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +20,9 @@ struct ServerOptions {
   std::string ready_file;   // written once listening: {"pid":…, "listeners":[…]}
   // The login throttle the initial snapshot was loaded with (kept across reloads).
   std::shared_ptr<auth::userpass::LoginThrottle> throttle;
+  // Runs once, after the listeners are bound, the audit log is open and the ready file is
+  // written, before the I/O threads start (nothing is served before): the privilege drop.
+  std::function<void()> after_bind;
 };
 
 class Server {

@@ -5,11 +5,29 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include "auth/pam/monitor_client.h"
 #include "auth/userpass/rfc1929.h"
 #include "crypto/password_hash.h"
 #include "crypto/secure.h"
 
 namespace socksgate::auth::userpass {
+namespace {
+// Printable ASCII stays, everything else becomes \xNN: log lines stay one line.
+std::string escape_for_log(std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += "\\x";
+      out.push_back(kHex[c >> 4]);
+      out.push_back(kHex[c & 15]);
+    }
+  }
+  return out;
+}
+}  // namespace
 
 UserPassBackend::UserPassBackend(PasswordFile file, UserPassSettings settings,
                                  std::shared_ptr<LoginThrottle> throttle)
@@ -17,6 +35,7 @@ UserPassBackend::UserPassBackend(PasswordFile file, UserPassSettings settings,
       settings_(settings),
       cache_(settings.cache_ttl, settings.cache_max_entries),
       throttle_(std::move(throttle)) {
+  if (settings_.backend == UserPassBackendKind::kPam) return;  // no hashes to compare with
   // The decoy's password is random and forgotten: nothing can ever match it.
   std::array<uint8_t, 18> r;
   crypto::random_bytes(r);
@@ -28,6 +47,32 @@ UserPassBackend::UserPassBackend(PasswordFile file, UserPassSettings settings,
   }
   decoy_hash_ = crypto::hash_password(pw);
   crypto::secure_zero(pw.data(), pw.size());
+}
+
+asio::awaitable<std::string> UserPassAuthenticator::verify_pam(const Request& req,
+                                                               const AuthContext& ctx,
+                                                               AuthOutcome* outcome) {
+  pam::MonitorClient* monitor = pam::monitor_client();
+  if (monitor == nullptr) co_return "pam_unavailable";
+  const UserPassSettings& s = backend_->settings();
+  pam::AuthRequest pr;
+  pr.timeout_ms = static_cast<uint32_t>(s.pam_timeout.count());
+  pr.service = s.pam_service;
+  pr.user = req.user;
+  pr.password = req.password;
+  pr.rhost = ctx.client.to_string();
+  const std::string rhost = pr.rhost;
+  pam::AuthResult r = co_await monitor->authenticate(std::move(pr));
+  for (const auto& m : r.messages) {
+    // What the PAM stack told the user (there is no terminal to show it on): kept in the log.
+    monitor->log(false, std::string("pam ") + (m.kind == 3 ? "error" : "info") +
+                            " message for user \"" + escape_for_log(req.user) + "\" from " +
+                            rhost + ": " + escape_for_log(m.text));
+  }
+  if (r.status != pam::PamStatus::kOk) co_return std::string(pam::status_token(r.status));
+  outcome->identity.user = r.user;
+  outcome->identity.groups = std::move(r.groups);
+  co_return "";
 }
 
 asio::awaitable<std::error_code> UserPassAuthenticator::authenticate(crypto::Channel& channel,
@@ -53,6 +98,14 @@ asio::awaitable<std::error_code> UserPassAuthenticator::authenticate(crypto::Cha
     failure = "empty_password";
   } else if (!be.throttle().allowed(req.user, source)) {
     failure = "throttled";
+  } else if (be.settings().backend == UserPassBackendKind::kPam) {
+    failure = co_await verify_pam(req, ctx, outcome);
+    if (failure.empty()) {
+      be.throttle().record_success(req.user, source);
+    } else if (failure != "busy" && failure != "pam_unavailable" && failure != "pam_timeout" &&
+               failure != "pam_error") {
+      be.throttle().record_failure(req.user, source);
+    }
   } else {
     auto stored = be.file().find(req.user);
     std::string hash(stored ? *stored : std::string_view(be.decoy_hash()));
@@ -95,7 +148,7 @@ asio::awaitable<std::error_code> UserPassAuthenticator::authenticate(crypto::Cha
     co_return co_await channel.write_all(reply);
   }
   outcome->ok = true;
-  outcome->identity.user = req.user;
+  if (outcome->identity.user.empty()) outcome->identity.user = req.user;
   auto reply = encode_reply(true);
   co_return co_await channel.write_all(reply);
 }

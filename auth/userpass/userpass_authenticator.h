@@ -1,14 +1,19 @@
 #pragma once
-// RFC 1929 username/password (method 02) against a password file.
+// RFC 1929 username/password (method 02) against a password file or PAM.
 //
 // Flow: read the request; refuse empty names/passwords without hashing; refuse throttled
 // (user, source) pairs; answer from the credential cache when it holds this exact
 // user/password/hash; otherwise verify on the blocking pool (an unknown user costs the same
 // hash as a known one, so timing does not reveal which users exist). A failure waits the
 // fixed failure delay, answers 01 01, and the session closes.
+//
+// With the PAM back-end the password goes to the auth monitor instead (never cached: account
+// checks and one-time passwords must run every time); the identity is the user name PAM ends
+// with (PAM_USER) and its Unix groups.
 
 #include <chrono>
 #include <memory>
+#include <string>
 
 #include "auth/authenticator.h"
 #include "auth/userpass/credential_cache.h"
@@ -17,7 +22,16 @@
 
 namespace socksgate::auth::userpass {
 
+struct Request;  // auth/userpass/rfc1929.h
+
+// Where passwords are checked: a password file (crypt(3) hashes, on the blocking pool), or PAM
+// through the privileged auth monitor (auth/pam/monitor.h).
+enum class UserPassBackendKind { kFile, kPam };
+
 struct UserPassSettings {
+  UserPassBackendKind backend = UserPassBackendKind::kFile;
+  std::string pam_service = "socksgate";
+  std::chrono::milliseconds pam_timeout{30000};  // per PAM transaction, in the monitor
   std::chrono::milliseconds failure_delay{1000};
   std::chrono::milliseconds cache_ttl{std::chrono::seconds(60)};
   size_t cache_max_entries = 10000;
@@ -55,6 +69,9 @@ class UserPassAuthenticator final : public Authenticator {
                                                 AuthOutcome* outcome) override;
 
  private:
+  // The PAM back-end's check: "" on success (identity filled in), else the failure token.
+  asio::awaitable<std::string> verify_pam(const Request& req, const AuthContext& ctx,
+                                          AuthOutcome* outcome);
   std::shared_ptr<const UserPassBackend> backend_;
 };
 

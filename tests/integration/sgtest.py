@@ -17,11 +17,13 @@ import json
 import os
 import random
 import select
+import shutil
 import signal
 import socket
 import socketserver
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -110,6 +112,30 @@ def default_config(**limits) -> dict:
     }
 
 
+# Started as root, the gateway drops to nobody:nogroup once its listeners are bound (the
+# default "run_as"), so what it re-reads on SIGHUP (config, policy, password file) and writes
+# later (the ready file, a new audit file) must be reachable by that user. pytest's tmp_path
+# lives under a 0700 root directory, so a gateway's directory is made elsewhere, owned by the
+# run_as user, and tmp_path/<name> is a symlink to it (for post-mortems).
+RUN_AS_USER, RUN_AS_GROUP = "nobody", "nogroup"
+
+
+def run_as_dir(link: Path) -> Path:
+    if os.geteuid() != 0:
+        link.mkdir(parents=True, exist_ok=True)
+        return link
+    import grp
+    import pwd
+    import tempfile
+    real = Path(tempfile.mkdtemp(prefix="socksgate-gw-"))
+    os.chown(real, pwd.getpwnam(RUN_AS_USER).pw_uid, grp.getgrnam(RUN_AS_GROUP).gr_gid)
+    os.chmod(real, 0o700)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.exists():
+        link.symlink_to(real)
+    return real
+
+
 class Gateway:
     """One socksgate process in its own directory.
 
@@ -118,8 +144,7 @@ class Gateway:
     """
 
     def __init__(self, workdir: Path, binary: str = SOCKSGATE_BIN):
-        self.dir = Path(workdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir = run_as_dir(Path(workdir))
         self.bin = binary
         self.config_path = self.dir / "socksgate.json"
         self.users_path = self.dir / "users.passwd"
@@ -169,16 +194,18 @@ class Gateway:
 
     # -- process ----------------------------------------------------------------------------
 
-    def start(self, extra_args: tuple = ()) -> "Gateway":
+    def start(self, extra_args: tuple = (), env: dict | None = None,
+              prefix: tuple = ()) -> "Gateway":
+        """env: extra environment variables; prefix: a command the binary runs under."""
         assert self.proc is None
         if self.ready_path.exists():
             self.ready_path.unlink()
         self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [self.bin, "run", "--config", str(self.config_path), "--ready-file",
+            [*prefix, self.bin, "run", "--config", str(self.config_path), "--ready-file",
              str(self.ready_path), "--log-level", "debug", *extra_args],
             stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=self._log_file,
-            cwd=self.dir)
+            cwd=self.dir, env={**os.environ, **(env or {})})
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -290,6 +317,9 @@ class Gateway:
                 problems.append(f"sanitizer report ({mark})")
         if problems:
             problems.append("log:\n" + log[-20000:])
+        elif self.dir.parent == Path(tempfile.gettempdir()) and \
+                self.dir.name.startswith("socksgate-gw-"):
+            shutil.rmtree(self.dir, ignore_errors=True)
         return problems
 
     def kill(self) -> None:

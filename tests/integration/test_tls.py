@@ -293,10 +293,11 @@ def test_certificate_and_password_together(gateway_factory, pki, echo_server):
 
 def test_certificate_reload_keeps_running_sessions(gateway_factory, pki, echo_server, tmp_path):
     first = Pki(tmp_path / "first")
-    cert = tmp_path / "live.pem"
-    key = tmp_path / "live.key"
+    cert = first.dir / "live.pem"
+    key = first.dir / "live.key"
     shutil.copy(first.server_cert, cert)
     shutil.copy(first.server_key, key)
+    first._chown()
     listener = {"name": "tls", "address": "127.0.0.1", "port": 0, "methods": ["userpass"],
                 "tls": {"cert": str(cert), "key": str(key)}}
     gw = gateway_factory(config=tls_config(first, listener))
@@ -309,6 +310,7 @@ def test_certificate_reload_keeps_running_sessions(gateway_factory, pki, echo_se
     # A key that does not match the certificate: refused, the old pair stays.
     second = Pki(tmp_path / "second")
     shutil.copy(second.server_cert, cert)
+    first._chown()
     ok, line = gw.reload()
     assert not ok and "does not match" in line, line
     s, _ = tls_socks_connect(gw.addr("tls"), client_context(first), "alice", pw, "127.0.0.1",
@@ -317,6 +319,7 @@ def test_certificate_reload_keeps_running_sessions(gateway_factory, pki, echo_se
 
     # The whole new pair: new handshakes see it, the running session goes on.
     shutil.copy(second.server_key, key)
+    first._chown()
     ok, line = gw.reload()
     assert ok, line
     with pytest.raises(ssl.SSLError):

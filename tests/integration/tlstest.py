@@ -3,14 +3,15 @@ only, generated at test time), TLS SOCKS5 clients on Python's ssl module, stunne
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import subprocess
 import time
 from pathlib import Path
 
-from sgtest import (IO_TIMEOUT, SocksError, connect_tcp, greeting, read_reply, recv_exact,
-                    request, userpass)
+from sgtest import (IO_TIMEOUT, RUN_AS_GROUP, RUN_AS_USER, SocksError, connect_tcp, greeting,
+                    read_reply, recv_exact, request, run_as_dir, userpass)
 
 REPO = Path(__file__).resolve().parents[2]
 MAKE_CERTS = REPO / "certs" / "make-certs.sh"
@@ -20,13 +21,30 @@ class Pki:
     """A CA with a server certificate, a CRL and client certificates on demand."""
 
     def __init__(self, path: Path):
-        self.dir = Path(path)
+        # Owned by the gateway's run_as user: a gateway that dropped root re-reads the
+        # certificates, keys and CRL on reload (see sgtest.run_as_dir).
+        self.dir = run_as_dir(Path(path))
+        if self.dir.name.startswith("socksgate-gw-"):
+            import atexit
+            import shutil
+            atexit.register(shutil.rmtree, self.dir, True)
         self._run("init", str(self.dir))
+        self._chown()
         self.ca = self.dir / "ca.pem"
         self.crl = self.dir / "crl.pem"
         self.server_cert = self.dir / "server.pem"
         self.server_key = self.dir / "server.key"
         self.pin = (self.dir / "server.pin").read_text().strip()
+
+    def _chown(self):
+        if os.geteuid() != 0:
+            return
+        import grp
+        import pwd
+        uid, gid = pwd.getpwnam(RUN_AS_USER).pw_uid, grp.getgrnam(RUN_AS_GROUP).gr_gid
+        for root, dirs, files in os.walk(self.dir):
+            for n in dirs + files:
+                os.chown(os.path.join(root, n), uid, gid)
 
     @staticmethod
     def _run(*args):
@@ -36,10 +54,12 @@ class Pki:
 
     def user(self, name: str, *opts: str) -> tuple[Path, Path]:
         self._run("user", str(self.dir), name, *opts)
+        self._chown()
         return self.dir / "users" / f"{name}.pem", self.dir / "users" / f"{name}.key"
 
     def revoke(self, name: str) -> None:
         self._run("revoke", str(self.dir), name)
+        self._chown()
 
 
 def tls_listener(pki: Pki, name: str = "tls", address: str = "127.0.0.1",
