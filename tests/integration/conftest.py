@@ -6,6 +6,7 @@ The binary comes from $SOCKSGATE_BIN (default /work/main/build/gateway/socksgate
 
 import pytest
 
+from krb5test import Realm
 from sgtest import EchoServer, Gateway, HttpServer, Target
 
 
@@ -55,3 +56,12 @@ def target():
     yield t
     t.close()
 
+
+
+@pytest.fixture(scope="module")
+def krb5_realm(tmp_path_factory):
+    """A throwaway MIT realm (KRBTEST.COM) with a KDC on loopback, users alice and bob,
+    rcmd/localhost in realm.keytab. Only the krb5kdc it started is stopped afterwards."""
+    realm = Realm(tmp_path_factory.mktemp("krb5"))
+    yield realm
+    realm.stop()
