@@ -20,6 +20,18 @@
 
 namespace socksgate::gateway {
 
+// GSS-API (RFC 1961) settings: under "auth": {"gssapi": {...}} for every listener, and per
+// listener ("gssapi": {...} in the listener) for the keys that differ there.
+struct GssapiConfig {
+  std::string keytab;               // "FILE:/resolved/path"
+  std::string principal;            // empty = rcmd/<host name>; "any" = any principal in the keytab
+  std::vector<std::string> realms;  // empty = the default realm of the krb5 configuration
+  std::string name_mapping = "strip_realm";    // | "auth_to_local"
+  std::string protection = "confidentiality";  // | "integrity" | "none" (TLS listeners only)
+  bool nec = false;
+  uint32_t max_round_trips = 8;
+};
+
 struct ListenerConfig {
   std::string name;
   std::string address;               // IP literal ("127.0.0.1", "::1", "0.0.0.0", "::"), resolved
@@ -35,6 +47,9 @@ struct ListenerConfig {
   std::string udp_advertise;
   // Accept SOCKS4/4a (no authentication: identity "anonymous", method "socks4"). Off by default.
   bool socks4 = false;
+  // The effective GSS-API settings (auth.gssapi with this listener's "gssapi" keys over it);
+  // set when "gssapi" is among the methods.
+  std::optional<GssapiConfig> gssapi;
 };
 
 struct UdpConfig {
@@ -85,6 +100,7 @@ struct Config {
   std::string path;  // the file it came from ("<embedded>" for the default)
   std::vector<ListenerConfig> listeners;
   std::optional<UserPassConfig> userpass;
+  std::optional<GssapiConfig> gssapi;  // auth.gssapi, the listeners' defaults
   AuditConfig audit;
   LimitsConfig limits;
   BindConfig bind;

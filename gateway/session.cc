@@ -18,6 +18,7 @@
 
 #include "auth/registry.h"
 #include "crypto/channel.h"
+#include "crypto/gss_channel.h"
 #include "crypto/secure.h"
 #include "gateway/bind.h"
 #include "gateway/log.h"
@@ -63,6 +64,8 @@ struct SessionRecord {
   asio::ip::tcp::endpoint client;
   std::string method;
   std::string user;
+  std::string principal;   // gssapi
+  std::string protection;  // gssapi: integrity | confidentiality | none
   std::optional<std::string> command;
   std::optional<socks5::Address> requested;
   uint16_t port = 0;
@@ -116,6 +119,8 @@ json base_record(std::string_view event, const SessionRecord& r) {
   j["client_port"] = r.client.port();
   if (!r.method.empty()) j["method"] = r.method;
   if (!r.user.empty()) j["user"] = escape_untrusted(r.user);
+  if (!r.principal.empty()) j["principal"] = escape_untrusted(r.principal);
+  if (!r.protection.empty()) j["protection"] = r.protection;
   if (r.command) j["command"] = *r.command;
   if (r.requested) {
     if (r.requested->type == socks5::AddressType::kDomain) {
@@ -184,11 +189,15 @@ class Session {
     audit(std::move(j));
   }
   void finish(CloseReason reason);
+  // The channel SOCKS messages travel over: the TCP channel, or the GSS-API protected channel
+  // that wraps it once a protection level was agreed.
+  crypto::Channel& io() { return wrapped_ ? *wrapped_ : channel_; }
 
   ServerState& state_;
   std::shared_ptr<const Snapshot> snap_;
   std::shared_ptr<AuditSink> audit_;
   crypto::TcpChannel channel_;
+  std::unique_ptr<crypto::Channel> wrapped_;  // declared after channel_: destroyed first
   asio::ip::tcp::socket upstream_{channel_.socket().get_executor()};
   SessionRecord rec_;
   uint64_t numeric_id_ = 0;
@@ -224,10 +233,10 @@ asio::awaitable<std::error_code> Session::write_reply(socks5::Reply rep,
                                                       const asio::ip::tcp::endpoint& ep) {
   if (socks4_) {
     auto bytes = socks4::encode_reply(rep == socks5::Reply::kSucceeded, ep);
-    co_return co_await channel_.write_all(bytes);
+    co_return co_await io().write_all(bytes);
   }
   auto bytes = socks5::encode_reply(rep, ep);
-  co_return co_await channel_.write_all(bytes);
+  co_return co_await io().write_all(bytes);
 }
 
 policy::DecisionRequest Session::decision_request(policy::Command cmd) const {
@@ -279,7 +288,7 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
     auto code = auth::method_code(name);
     if (code && std::find(greeting.methods.begin(), greeting.methods.end(), *code) !=
                     greeting.methods.end()) {
-      method = auth::make_authenticator(name, snap_->backends);
+      method = auth::make_authenticator(name, snap_->backends, rec_.listener);
       if (method) break;
     }
   }
@@ -305,17 +314,24 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
   if (!outcome.ok) {
     json j = base_record("auth_failure", rec_);
     j["user"] = escape_untrusted(outcome.claimed_user);
+    if (!outcome.identity.principal.empty())
+      j["principal"] = escape_untrusted(outcome.identity.principal);
     j["reason"] = outcome.failure_reason;
+    if (!outcome.failure_detail.empty()) j["detail"] = escape_untrusted(outcome.failure_detail);
     audit(std::move(j));
     rec_.user = outcome.claimed_user;
     co_return outcome.failure_reason == "busy" ? CloseReason::kBusy : CloseReason::kAuthFailed;
   }
   identity_ = std::move(outcome.identity);
   rec_.user = identity_.user;
+  rec_.principal = identity_.principal;
+  rec_.protection = identity_.protection;
+  // RFC 1961 section 5: from here on every message is encapsulated.
+  if (outcome.channel) wrapped_ = std::move(outcome.channel);
 
   // RFC 1928 section 4: the request.
   rec_.phase = SessionPhase::kRequest;
-  ec = co_await channel_.read_message(
+  ec = co_await io().read_message(
       [&](std::span<const uint8_t> in, size_t* consumed) {
         return socks5::parse_request(in, &request_, consumed);
       },
@@ -336,6 +352,17 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
   rec_.requested = request_.dst;
   rec_.port = request_.port;
   auto cmd = to_policy_command(request_.command);
+  if (wrapped_ && *cmd == policy::Command::kUdpAssociate) {
+    // TODO(gss): UDP datagrams as one gss_wrap token each. Until then never relay them
+    // unprotected on a protected session.
+    rec_.command = std::string(policy::to_string(*cmd));
+    json j = base_record("denied", rec_);
+    j["stage"] = "request";
+    j["reason"] = "UDP ASSOCIATE is not available with GSS-API protection yet";
+    audit(std::move(j));
+    co_await send_reply(socks5::Reply::kCommandNotSupported);
+    co_return CloseReason::kUnsupportedCommand;
+  }
   rec_.command = std::string(policy::to_string(*cmd));
   if (!identity_.user.empty() &&
       !state_.sessions.admit_user(numeric_id_, identity_.user, cfg.limits.max_sessions_per_user)) {
@@ -472,10 +499,16 @@ asio::awaitable<void> Session::run_connect() {
 
 asio::awaitable<void> Session::relay_and_finish() {
   rec_.phase = SessionPhase::kRelay;
-  RelayResult rr = co_await run_relay(channel_, upstream_,
-                                      RelayOptions{snap_->config->limits.idle_timeout, true});
+  RelayResult rr =
+      co_await run_relay(io(), upstream_, RelayOptions{snap_->config->limits.idle_timeout, true});
   rec_.bytes_up = rr.bytes_up;
   rec_.bytes_down = rr.bytes_down;
+  if (auto* gss = dynamic_cast<crypto::GssChannel*>(wrapped_.get()); gss && gss->failure()) {
+    // A token that failed verification (or came with the wrong protection) ended the relay:
+    // that, not the reset it caused, is why the session closed.
+    extra_["detail"] = escape_untrusted(gss->failure().message() + ": " + gss->failure_detail());
+    rr.reason = CloseReason::kGssProtection;
+  }
   finish(rr.reason);
 }
 

@@ -12,11 +12,12 @@ from sgtest import EchoServer, Gateway, HttpServer, Target
 
 @pytest.fixture
 def gateway_factory(tmp_path):
-    """make(name="gw", config=..., users=..., policy=..., start=True) -> Gateway."""
+    """make(name="gw", config=..., users=..., policy=..., start=True, env=None) -> Gateway."""
     made: list[Gateway] = []
 
-    def make(name: str = "gw", start: bool = True, **kw) -> Gateway:
+    def make(name: str = "gw", start: bool = True, env: dict | None = None, **kw) -> Gateway:
         g = Gateway(tmp_path / name)
+        g.env = env
         g.write(**kw)
         made.append(g)
         if start:

@@ -131,6 +131,7 @@ class Gateway:
         self.passwords: dict[str, str] = {}
         self._log_file = None
         self._stopped = False
+        self.env: dict | None = None  # the process environment (None: ours)
 
     # -- files ------------------------------------------------------------------------------
 
@@ -178,7 +179,7 @@ class Gateway:
             [self.bin, "run", "--config", str(self.config_path), "--ready-file",
              str(self.ready_path), "--log-level", "debug", *extra_args],
             stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=self._log_file,
-            cwd=self.dir)
+            cwd=self.dir, env=self.env)
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
