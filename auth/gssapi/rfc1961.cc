@@ -71,7 +71,7 @@ std::vector<uint8_t> encode_message(MessageType type, std::span<const uint8_t> t
 }
 
 std::error_code parse_level(std::span<const uint8_t> token, Level* out) {
-  if (token.size() != 1 || token[0] < 1 || token[0] > 3) return Rfc1961Errc::kBadLevel;
+  if (token.size() != 1 || token[0] > 3) return Rfc1961Errc::kBadLevel;
   *out = static_cast<Level>(token[0]);
   return {};
 }

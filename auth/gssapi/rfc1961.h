@@ -45,7 +45,7 @@ enum class Rfc1961Errc {
   kBadVersion = 1,  // VER is not 01
   kBadType,         // MTYP is none of 01, 02, 03, FF
   kEmptyToken,      // LEN 0 (every RFC 1961 message carries a token)
-  kBadLevel,        // a protection-level token that is not one octet of 1, 2 or 3
+  kBadLevel,        // a protection-level token that is not one octet of 0, 1, 2 or 3
 };
 const std::error_category& rfc1961_category();
 inline std::error_code make_error_code(Rfc1961Errc e) {
@@ -77,12 +77,15 @@ std::vector<uint8_t> encode_message(MessageType type, std::span<const uint8_t> t
 inline std::array<uint8_t, 2> encode_abort() { return {kVersion, 0xFF}; }
 
 // The protection-level token's content (after gss_unwrap, or as sent in the NEC variant).
+// 0 ("no per-message protection") is accepted as a request: curl asks for it; what it gets is
+// choose_level's business.
 std::error_code parse_level(std::span<const uint8_t> token, Level* out);
 
 // What the server grants, given what the client asked, the level its policy requires and what
 // the established context can do. Returns nullopt when the requirement cannot be met (the
 // server then aborts with 01 FF):
 //   - a request for 3 ("per-message") gets the required level;
+//   - a request for 0 (none) gets the required level (raised like any request below it);
 //   - a request below the required level is raised to it;
 //   - a request above it is granted as asked when the context can (else the required level);
 //   - confidentiality needs a context with GSS_C_CONF_FLAG, integrity GSS_C_INTEG_FLAG;

@@ -82,21 +82,17 @@ class GssSocksClient:
 
     # -- RFC 1961 section 3: context establishment ------------------------------------------
 
-    def establish(self, first_token: bytes | None = None) -> None:
-        """Runs gss_init_sec_context to completion (or sends `first_token` as the first
-        token instead, for replays)."""
-        token = first_token if first_token is not None else self.ctx.step()
-        if self.first_token is None:
-            self.first_token = token
+    def establish(self) -> None:
+        """Runs gss_init_sec_context to completion; keeps the first token (for replays)."""
+        token = self.ctx.step()
+        self.first_token = token
         while True:
             if token:
                 self.sock.sendall(frame(MTYP_CONTEXT, token))
-            if self.ctx.complete and first_token is None:
+            if self.ctx.complete:
                 break
             mtyp, reply = read_frame(self.sock)
             assert mtyp == MTYP_CONTEXT, mtyp
-            if first_token is not None:
-                raise AssertionError("the server answered a replayed token")
             token = self.ctx.step(reply)
             if self.ctx.complete and not token:
                 break

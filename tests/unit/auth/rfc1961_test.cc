@@ -117,8 +117,9 @@ TEST(Rfc1961, ParseLevel) {
   EXPECT_EQ(l, Level::kConfidentiality);
   EXPECT_FALSE(parse_level(Bytes{3}, &l));
   EXPECT_EQ(l, Level::kPerMessage);
+  EXPECT_FALSE(parse_level(Bytes{0}, &l));
+  EXPECT_EQ(l, Level::kNone);
   l = Level::kIntegrity;
-  EXPECT_EQ(parse_level(Bytes{0}, &l), Rfc1961Errc::kBadLevel);
   EXPECT_EQ(parse_level(Bytes{4}, &l), Rfc1961Errc::kBadLevel);
   EXPECT_EQ(parse_level(Bytes{}, &l), Rfc1961Errc::kBadLevel);
   EXPECT_EQ(parse_level(Bytes{1, 1}, &l), Rfc1961Errc::kBadLevel);
@@ -135,6 +136,8 @@ TEST(Rfc1961, ChooseLevel) {
   }
   // Requirement integrity: integrity, or confidentiality when the client asks and can have it.
   EXPECT_EQ(choose_level(Level::kIntegrity, integ, true, true), Level::kIntegrity);
+  EXPECT_EQ(choose_level(Level::kNone, integ, true, true), Level::kIntegrity);
+  EXPECT_EQ(choose_level(Level::kNone, conf, true, true), Level::kConfidentiality);
   EXPECT_EQ(choose_level(Level::kPerMessage, integ, true, true), Level::kIntegrity);
   EXPECT_EQ(choose_level(Level::kConfidentiality, integ, true, true), Level::kConfidentiality);
   EXPECT_EQ(choose_level(Level::kConfidentiality, integ, true, false), Level::kIntegrity);
