@@ -512,15 +512,21 @@ def test_curl_socks5_gssapi_handled_cleanly(gss_gateway, krb_env, http_server):
                           "--socks5", f"localhost:{gw.port('main')}",
                           http_server.url("127.0.0.1")],
                          capture_output=True, timeout=60, env=env)
-    # curl 7.88 asks for no protection (level 0), is granted confidentiality, and gives up.
+    # curl 7.88 never completes RFC 1961. Depending on timing it either gives up right after
+    # our method selection ("per-message authentication is not supported", its state machine
+    # losing track of having offered GSS-API), or signs on, asks for no protection (level 0), is
+    # granted confidentiality and gives up then. Either way: no crash, one record, no failure.
     assert res.returncode != 0, res.stderr
-    assert b"authenticated user alice@KRBTEST.COM" in res.stderr, res.stderr
+    signed_on = b"authenticated user alice@KRBTEST.COM" in res.stderr
+    assert signed_on or b"per-message authentication is not supported" in res.stderr, res.stderr
     ends = gw.wait_audit(lambda r: r.get("event") == "session_end")
     time.sleep(0.3)
     ends = [r for r in gw.audit() if r.get("event") == "session_end"]
     assert len(ends) == 1, ends
     assert ends[0]["method"] == "gssapi"
-    assert ends[0]["principal"] == f"alice@{REALM}"
+    if signed_on:
+        assert ends[0]["principal"] == f"alice@{REALM}"
+        assert ends[0]["protection"] == "confidentiality"
     assert ends[0]["close_reason"] == "closed"
     assert not [r for r in gw.audit() if r.get("event") == "auth_failure"]
     assert gw.alive()
