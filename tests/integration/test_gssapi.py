@@ -491,6 +491,40 @@ def test_expired_ticket_is_rejected(gss_gateway, krb_env, echo_server):
     assert "ticket expired" in fail["detail"].lower(), fail
 
 
+def test_bind_encapsulated(gateway_factory, krb_env):
+    cfg = gss_config(krb_env, "confidentiality")
+    cfg["bind"] = {"ports": "47000-47999", "timeout_s": 30, "max_per_user": 4}
+    pol = default_policy()
+    pol["rules"].insert(0, {"id": "alice-bind", "action": "pass", "users": ["alice"],
+                            "commands": ["bind"], "to": ["127.0.0.0/8"]})
+    gw = gateway_factory(config=cfg, policy=pol, env=krb_env.env())
+    c = alice(gw, krb_env)
+    try:
+        c.greet()
+        c.establish()
+        assert c.negotiate(LEVEL_CONF) == LEVEL_CONF
+        c.send(request("127.0.0.1", 0, cmd=2))
+        rep, first = c.read_reply()
+        assert rep == 0
+        port = struct.unpack(">H", first[-2:])[0]
+        peer = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
+        rep2, second = c.read_reply()
+        assert rep2 == 0
+        assert struct.unpack(">H", second[-2:])[0] == peer.getsockname()[1]
+        up, down = os.urandom(100_000), os.urandom(150_000)
+        c.send(up)
+        peer.sendall(down)
+        peer.shutdown(socket.SHUT_WR)
+        assert recv_exact(peer, len(up)) == up
+        assert c.recv_until_eof() == down
+        peer.close()
+    finally:
+        c.close()
+    rec = gw.wait_session_end(method="gssapi", command="bind")
+    assert rec["protection"] == "confidentiality"
+    assert rec["bytes_up"] == len(up) and rec["bytes_down"] == len(down)
+
+
 def test_udp_associate_refused_on_protected_session(gss_gateway, krb_env):
     gw = gss_gateway()
     c = alice(gw, krb_env)
