@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <asio/error.hpp>
+#include <atomic>
 #include <climits>
 #include <optional>
 #include <stdexcept>
@@ -121,7 +122,53 @@ std::string_view level_name(Level l) {
   return "unknown";
 }
 
-GssBackend::GssBackend(GssSettings settings) : settings_(std::move(settings)) {
+KeytabCopy::KeytabCopy(const std::string& file_keytab) {
+  static std::atomic<uint64_t> counter{0};
+  krb5_error_code rc = krb5_init_context(&kc_);
+  if (rc != 0)
+    throw std::runtime_error("cannot initialise krb5 (error " + std::to_string(rc) + ")");
+  name_ = "MEMORY:socksgate-" + std::to_string(getpid()) + "-" + std::to_string(++counter);
+  std::string error;  // empty = success
+  krb5_keytab src = nullptr;
+  rc = krb5_kt_resolve(kc_, file_keytab.c_str(), &src);
+  if (rc == 0) rc = krb5_kt_resolve(kc_, name_.c_str(), &mem_);
+  krb5_kt_cursor cursor;
+  bool iterating = false;
+  if (rc == 0) rc = krb5_kt_start_seq_get(kc_, src, &cursor);
+  if (rc == 0) {
+    iterating = true;
+    krb5_keytab_entry entry;
+    while ((rc = krb5_kt_next_entry(kc_, src, &entry, &cursor)) == 0) {
+      rc = krb5_kt_add_entry(kc_, mem_, &entry);
+      krb5_free_keytab_entry_contents(kc_, &entry);
+      if (rc != 0) break;
+      ++entries_;
+    }
+    if (rc == KRB5_KT_END) rc = 0;
+  }
+  if (rc != 0) {
+    const char* msg = krb5_get_error_message(kc_, rc);
+    error = "keytab " + file_keytab + ": " + msg;
+    krb5_free_error_message(kc_, msg);
+  } else if (entries_ == 0) {
+    error = "keytab " + file_keytab + " holds no keys";
+  }
+  if (iterating) krb5_kt_end_seq_get(kc_, src, &cursor);
+  if (src != nullptr) krb5_kt_close(kc_, src);
+  if (!error.empty()) {
+    if (mem_ != nullptr) krb5_kt_close(kc_, mem_);
+    krb5_free_context(kc_);
+    throw std::runtime_error(error);
+  }
+}
+
+KeytabCopy::~KeytabCopy() {
+  if (mem_ != nullptr) krb5_kt_close(kc_, mem_);
+  if (kc_ != nullptr) krb5_free_context(kc_);
+}
+
+GssBackend::GssBackend(GssSettings settings)
+    : settings_(std::move(settings)), keytab_(std::make_unique<KeytabCopy>(settings_.keytab)) {
   OM_uint32 major = 0, minor = 0;
   crypto::GssName name;
   if (!settings_.principal.empty()) {
@@ -132,7 +179,7 @@ GssBackend::GssBackend(GssSettings settings) : settings_(std::move(settings)) {
                                "\": " + crypto::gss_status_text(major, minor));
     }
   }
-  gss_key_value_element_desc elements[] = {{"keytab", settings_.keytab.c_str()}};
+  gss_key_value_element_desc elements[] = {{"keytab", keytab_->name().c_str()}};
   gss_key_value_set_desc store{1, elements};
   gss_OID_desc krb5_oid = *gss_mech_krb5;
   gss_OID_set_desc mechs{1, &krb5_oid};

@@ -48,6 +48,26 @@ class Rfc1961Framing final : public crypto::TokenFraming {
                               size_t* consumed) const override;
 };
 
+// The keys of a FILE: keytab copied into a process-private MEMORY: keytab, so that the file is
+// read exactly once, when the configuration is loaded (before any privilege drop; a changed
+// file takes effect on reload). Closing the last handle destroys the copy.
+class KeytabCopy {
+ public:
+  // Throws std::runtime_error (unreadable file, no keys).
+  explicit KeytabCopy(const std::string& file_keytab);
+  KeytabCopy(const KeytabCopy&) = delete;
+  KeytabCopy& operator=(const KeytabCopy&) = delete;
+  ~KeytabCopy();
+  const std::string& name() const { return name_; }  // "MEMORY:socksgate-..."
+  size_t entries() const { return entries_; }
+
+ private:
+  struct _krb5_context* kc_ = nullptr;
+  struct _krb5_kt* mem_ = nullptr;
+  std::string name_;
+  size_t entries_ = 0;
+};
+
 // What outlives a session: the settings and the acceptor credential (acquired from the keytab
 // when the configuration is loaded, so that a missing keytab or principal is a load error).
 // Shared read-only by the sessions of one snapshot.
@@ -61,6 +81,7 @@ class GssBackend {
 
  private:
   GssSettings settings_;
+  std::unique_ptr<KeytabCopy> keytab_;  // declared before cred_: outlives it
   crypto::GssCred cred_;
   std::shared_ptr<const Rfc1961Framing> framing_ = std::make_shared<Rfc1961Framing>();
 };

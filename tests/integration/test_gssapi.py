@@ -409,6 +409,29 @@ def test_acceptor_any_principal_in_keytab(gss_gateway, krb_env, echo_server):
     gw.wait_audit(lambda r: r.get("event") == "session_end" and r.get("user") == "alice", 2)
 
 
+def test_keytab_read_once_at_load(gss_gateway, krb_env, echo_server, tmp_path):
+    # The keys are copied into memory when the configuration is loaded: the file can go away
+    # (or become unreadable after a privilege drop) without breaking sign-on.
+    kt = tmp_path / "copy.keytab"
+    kt.write_bytes(krb_env.keytab.read_bytes())
+    gw = gss_gateway(keytab=f"FILE:{kt}")
+    kt.unlink()
+    c = alice(gw, krb_env)
+    try:
+        assert c.connect(request("127.0.0.1", echo_server.port)) == 0
+    finally:
+        c.close()
+    gw.wait_session_end(method="gssapi", user="alice")
+    # A reload must read it again, and keeps the running configuration when it cannot.
+    ok, line = gw.reload()
+    assert not ok and "copy.keytab" in line, line
+    c = alice(gw, krb_env)
+    try:
+        assert c.connect(request("127.0.0.1", echo_server.port)) == 0
+    finally:
+        c.close()
+
+
 def test_realm_not_listed_is_denied(gss_gateway, krb_env, echo_server):
     gw = gss_gateway(realms=["EXAMPLE.ORG"])
     c = alice(gw, krb_env)
@@ -589,6 +612,10 @@ def test_config_validation(krb5_realm, tmp_path):
     missing = validate(tmp_path / "missing",
                        gss_config(krb5_realm, keytab=str(tmp_path / "nope.keytab")), env)
     assert missing.returncode != 0 and "nope.keytab" in missing.stderr, missing.stderr
+    (tmp_path / "empty.keytab").write_bytes(b"")
+    empty = validate(tmp_path / "empty",
+                     gss_config(krb5_realm, keytab=str(tmp_path / "empty.keytab")), env)
+    assert empty.returncode != 0 and "empty.keytab" in empty.stderr, empty.stderr
     wrong = validate(tmp_path / "wrong", gss_config(krb5_realm, principal="rcmd/elsewhere"), env)
     assert wrong.returncode != 0 and "rcmd/elsewhere" in wrong.stderr, wrong.stderr
     bad = gss_config(krb5_realm, protection="secret")
