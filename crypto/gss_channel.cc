@@ -37,7 +37,7 @@ const std::error_category& gss_category() {
   return c;
 }
 
-GssChannel::GssChannel(Channel& inner, std::unique_ptr<GssContext> context, bool confidentiality,
+GssChannel::GssChannel(Channel& inner, std::shared_ptr<GssContext> context, bool confidentiality,
                        std::shared_ptr<const TokenFraming> framing)
     : inner_(inner),
       context_(std::move(context)),

@@ -58,7 +58,7 @@ class TokenFraming {
 class GssChannel final : public Channel {
  public:
   // `confidentiality`: the agreed level (true = every token encrypted, false = integrity only).
-  GssChannel(Channel& inner, std::unique_ptr<GssContext> context, bool confidentiality,
+  GssChannel(Channel& inner, std::shared_ptr<GssContext> context, bool confidentiality,
              std::shared_ptr<const TokenFraming> framing);
 
   asio::awaitable<std::error_code> write_all(std::span<const uint8_t> data) override;
@@ -85,7 +85,7 @@ class GssChannel final : public Channel {
   void fail(GssErrc e, std::string detail);
 
   Channel& inner_;
-  std::unique_ptr<GssContext> context_;
+  std::shared_ptr<GssContext> context_;
   bool conf_;
   std::shared_ptr<const TokenFraming> framing_;
   size_t max_chunk_ = 0;

@@ -192,6 +192,14 @@ class Session {
   // The channel SOCKS messages travel over: the TCP channel, or the GSS-API protected channel
   // that wraps it once a protection level was agreed.
   crypto::Channel& io() { return wrapped_ ? *wrapped_ : channel_; }
+  // True (and the reason noted for the audit record) when the protected channel failed: a
+  // token that did not verify or came with the wrong protection.
+  bool gss_failed() {
+    auto* gss = dynamic_cast<crypto::GssChannel*>(wrapped_.get());
+    if (gss == nullptr || !gss->failure()) return false;
+    extra_["detail"] = escape_untrusted(gss->failure().message() + ": " + gss->failure_detail());
+    return true;
+  }
 
   ServerState& state_;
   std::shared_ptr<const Snapshot> snap_;
@@ -348,6 +356,7 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
     co_await send_reply(socks5::Reply::kGeneralFailure);
     co_return CloseReason::kProtocolError;
   }
+  if (ec && gss_failed()) co_return CloseReason::kGssProtection;
   if (ec) co_return from_client_read_error(ec);
   rec_.requested = request_.dst;
   rec_.port = request_.port;
@@ -503,12 +512,9 @@ asio::awaitable<void> Session::relay_and_finish() {
       co_await run_relay(io(), upstream_, RelayOptions{snap_->config->limits.idle_timeout, true});
   rec_.bytes_up = rr.bytes_up;
   rec_.bytes_down = rr.bytes_down;
-  if (auto* gss = dynamic_cast<crypto::GssChannel*>(wrapped_.get()); gss && gss->failure()) {
-    // A token that failed verification (or came with the wrong protection) ended the relay:
-    // that, not the reset it caused, is why the session closed.
-    extra_["detail"] = escape_untrusted(gss->failure().message() + ": " + gss->failure_detail());
-    rr.reason = CloseReason::kGssProtection;
-  }
+  // A token that failed verification (or came with the wrong protection) ended the relay:
+  // that, not the reset it caused, is why the session closed.
+  if (gss_failed()) rr.reason = CloseReason::kGssProtection;
   finish(rr.reason);
 }
 

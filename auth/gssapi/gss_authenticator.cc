@@ -25,10 +25,12 @@ struct AcceptStep {
   std::string detail;      // status text on failure
 };
 
-// Everything a pool task needs, by value or by pointer to state the waiting session owns.
+// Everything a pool task needs, owned by the task (by value or shared).
 struct AcceptCall {
-  gss_cred_id_t cred;
-  crypto::GssContext* context;
+  std::shared_ptr<const GssBackend> backend;  // keeps the credential alive while the task runs
+  // Shared with the session: the task keeps the context alive even if the session's frame is
+  // destroyed while it runs (shutdown).
+  std::shared_ptr<crypto::GssContext> context;
   std::vector<uint8_t> input;
   bool want_local_name;
 
@@ -38,8 +40,9 @@ struct AcceptCall {
     crypto::GssName src;
     crypto::GssBuffer out;
     gss_OID mech = GSS_C_NO_OID;
-    s.major = gss_accept_sec_context(&s.minor, context->out(), cred, &in, GSS_C_NO_CHANNEL_BINDINGS,
-                                     src.out(), &mech, out.get(), &s.flags, nullptr, nullptr);
+    s.major = gss_accept_sec_context(&s.minor, context->out(), backend->cred(), &in,
+                                     GSS_C_NO_CHANNEL_BINDINGS, src.out(), &mech, out.get(),
+                                     &s.flags, nullptr, nullptr);
     s.output.assign(out.bytes().begin(), out.bytes().end());
     if (GSS_ERROR(s.major)) {
       s.detail = crypto::gss_status_text(s.major, s.minor, mech);
@@ -209,7 +212,7 @@ asio::awaitable<std::error_code> GssAuthenticator::authenticate(crypto::Channel&
                                                                 AuthOutcome* outcome) {
   const GssSettings& cfg = backend_->settings();
   outcome->identity.method = "gssapi";
-  auto context = std::make_unique<crypto::GssContext>();
+  auto context = std::make_shared<crypto::GssContext>();
 
   // Reads one message; a malformed or truncated one is the peer's protocol error.
   MessageType type = MessageType::kAbort;
@@ -260,8 +263,7 @@ asio::awaitable<std::error_code> GssAuthenticator::authenticate(crypto::Channel&
           channel, outcome, "gss_protocol_error",
           "context not established within " + std::to_string(cfg.max_round_trips) + " tokens");
     }
-    AcceptCall call{backend_->cred(), context.get(), std::move(token),
-                    cfg.mapping == NameMapping::kAuthToLocal};
+    AcceptCall call{backend_, context, std::move(token), cfg.mapping == NameMapping::kAuthToLocal};
     std::error_code pool_ec;
     auto result = co_await ctx.blocking->run(call, &pool_ec);
     if (pool_ec) co_return co_await refuse(channel, outcome, "busy", "blocking pool full");

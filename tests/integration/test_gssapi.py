@@ -316,7 +316,10 @@ def test_unencrypted_request_after_agreeing_confidentiality_is_refused(gss_gatew
         assert not target.pending(0.3)  # never connected upstream
     finally:
         c.close()
-    gw.wait_session_end(method="gssapi")
+    rec = gw.wait_session_end(method="gssapi")
+    assert rec["close_reason"] == "gss_protection_failure"
+    assert rec["phase"] == "request"
+    assert "unencrypted token" in rec["detail"]
 
 
 # --------------------------------------------------------------------------------------------
