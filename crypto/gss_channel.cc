@@ -101,6 +101,40 @@ bool GssChannel::unwrap(std::span<const uint8_t> token, std::vector<uint8_t>* pl
   return true;
 }
 
+bool GssChannel::open_datagram(std::span<const uint8_t> datagram, std::vector<uint8_t>* plain) {
+  std::span<const uint8_t> token;
+  size_t consumed = 0;
+  if (framing_->parse_frame(datagram, &token, &consumed) || consumed != datagram.size()) {
+    return false;
+  }
+  OM_uint32 minor = 0;
+  int conf_state = 0;
+  gss_qop_t qop = 0;
+  gss_buffer_desc in = gss_view(token);
+  GssBuffer out;
+  OM_uint32 major = gss_unwrap(&minor, context_->get(), &in, out.get(), &conf_state, &qop);
+  const OM_uint32 tolerated = GSS_S_GAP_TOKEN | GSS_S_UNSEQ_TOKEN;
+  if (GSS_ERROR(major) || (GSS_SUPPLEMENTARY_INFO(major) & ~tolerated) != 0) return false;
+  if ((conf_state != 0) != conf_) return false;
+  plain->assign(out.bytes().begin(), out.bytes().end());
+  return true;
+}
+
+bool GssChannel::seal_datagram(std::span<const uint8_t> plain, std::vector<uint8_t>* datagram) {
+  if (plain.empty() || plain.size() > max_chunk_) return false;
+  OM_uint32 minor = 0;
+  int conf_state = 0;
+  gss_buffer_desc in = gss_view(plain);
+  GssBuffer out;
+  OM_uint32 major = gss_wrap(&minor, context_->get(), conf_ ? 1 : 0, GSS_C_QOP_DEFAULT, &in,
+                             &conf_state, out.get());
+  if (GSS_ERROR(major) || (conf_state != 0) != conf_ || out.bytes().size() > framing_->max_token())
+    return false;
+  datagram->clear();
+  framing_->append_frame(out.bytes(), datagram);
+  return true;
+}
+
 asio::awaitable<std::error_code> GssChannel::write_all(std::span<const uint8_t> data) {
   if (failure_) co_return failure_;
   std::vector<uint8_t> token;

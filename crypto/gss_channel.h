@@ -72,10 +72,17 @@ class GssChannel final : public Channel {
   const std::string& failure_detail() const { return failure_detail_; }
   size_t max_chunk() const { return max_chunk_; }
 
-  // Wraps/unwraps one message without I/O (UDP datagrams are one token each). Returns false
-  // and records the failure when the token does not verify or has the wrong conf_state.
+  // Wraps/unwraps one stream message without I/O. Returns false and records the failure (the
+  // channel is then failed) when the token does not verify or has the wrong conf_state.
   bool wrap(std::span<const uint8_t> plain, std::vector<uint8_t>* token);
   bool unwrap(std::span<const uint8_t> token, std::vector<uint8_t>* plain);
+
+  // Datagrams (UDP ASSOCIATE): one framed token each. A datagram that is not exactly one
+  // frame, does not verify, is a replay or has the wrong conf_state yields false; the channel
+  // itself is not failed (datagrams may be forged, lost or reordered: gaps and reordering are
+  // accepted, duplicates are not).
+  bool open_datagram(std::span<const uint8_t> datagram, std::vector<uint8_t>* plain);
+  bool seal_datagram(std::span<const uint8_t> plain, std::vector<uint8_t>* datagram);
 
  protected:
   asio::awaitable<std::pair<std::error_code, size_t>> read_some_raw(

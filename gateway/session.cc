@@ -224,6 +224,21 @@ class Session {
   bool admitted_ = false;
 };
 
+// UDP datagrams of a GSS-API protected session: one framed gss_wrap token each.
+class GssDatagrams final : public DatagramProtection {
+ public:
+  explicit GssDatagrams(crypto::GssChannel& ch) : ch_(ch) {}
+  bool open(std::span<const uint8_t> d, std::vector<uint8_t>* plain) override {
+    return ch_.open_datagram(d, plain);
+  }
+  bool seal(std::span<const uint8_t> plain, std::vector<uint8_t>* d) override {
+    return ch_.seal_datagram(plain, d);
+  }
+
+ private:
+  crypto::GssChannel& ch_;
+};
+
 // Lets other threads reach a live session: only ever touched on the session's executor.
 struct SessionControl {
   Session* session = nullptr;
@@ -361,17 +376,6 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
   rec_.requested = request_.dst;
   rec_.port = request_.port;
   auto cmd = to_policy_command(request_.command);
-  if (wrapped_ && *cmd == policy::Command::kUdpAssociate) {
-    // TODO(gss): UDP datagrams as one gss_wrap token each. Until then never relay them
-    // unprotected on a protected session.
-    rec_.command = std::string(policy::to_string(*cmd));
-    json j = base_record("denied", rec_);
-    j["stage"] = "request";
-    j["reason"] = "UDP ASSOCIATE is not available with GSS-API protection yet";
-    audit(std::move(j));
-    co_await send_reply(socks5::Reply::kCommandNotSupported);
-    co_return CloseReason::kUnsupportedCommand;
-  }
   rec_.command = std::string(policy::to_string(*cmd));
   if (!identity_.user.empty() &&
       !state_.sessions.admit_user(numeric_id_, identity_.user, cfg.limits.max_sessions_per_user)) {
@@ -665,6 +669,12 @@ asio::awaitable<void> Session::run_udp() {
   asio::ip::address local = channel_.socket().local_endpoint(ec).address();
   UdpSettings us{cfg.udp.idle_timeout,     cfg.udp.max_datagrams_per_s, cfg.udp.max_bytes_per_s,
                  cfg.udp.max_destinations, listener_->external_addrs,   &snap_->egress};
+  // GSS-API: datagrams are protected like the stream (RFC 1961 section 5).
+  std::optional<GssDatagrams> gss_datagrams;
+  if (auto* gss = dynamic_cast<crypto::GssChannel*>(wrapped_.get())) {
+    gss_datagrams.emplace(*gss);
+    us.protection = &*gss_datagrams;
+  }
   UdpAssociation assoc(channel_.socket().get_executor(), client_ip, request_.port, req,
                        *snap_->policy, state_.resolver, us, [this](json d) {
                          json j = base_record("denied", rec_);

@@ -203,6 +203,7 @@ bool socket_gone(const std::error_code& ec, const udp::socket& s) {
 
 asio::awaitable<void> UdpAssociation::client_loop() {
   auto buf = std::make_unique<uint8_t[]>(kMaxDatagram);
+  std::vector<uint8_t> plain;  // GSS-API: the unwrapped request
   std::error_code nb;
   client_sock_.non_blocking(true, nb);
   for (;;) {
@@ -231,6 +232,15 @@ asio::awaitable<void> UdpAssociation::client_loop() {
       } else {
         ++counters_.dropped_foreign;
         continue;
+      }
+      if (settings_.protection != nullptr) {
+        if (!settings_.protection->open(std::span<const uint8_t>(buf.get(), n), &plain) ||
+            plain.size() > kMaxDatagram) {
+          ++counters_.dropped_unverified;
+          continue;
+        }
+        std::copy(plain.begin(), plain.end(), buf.get());
+        n = plain.size();
       }
       socks5::UdpHeader h;
       if (socks5::parse_udp_header(std::span<const uint8_t>(buf.get(), n), &h)) {
@@ -295,6 +305,7 @@ asio::awaitable<void> UdpAssociation::upstream_loop(udp::socket& sock) {
   auto buf = std::make_unique<uint8_t[]>(kMaxDatagram);
   std::vector<uint8_t> out;
   out.reserve(kMaxDatagram + 32);
+  std::vector<uint8_t> sealed;  // GSS-API: the wrapped reply
   for (;;) {
     auto [wec] = co_await sock.async_wait(udp::socket::wait_read, kUse);
     if (wec || !sock.is_open()) co_return;
@@ -329,6 +340,13 @@ asio::awaitable<void> UdpAssociation::upstream_loop(udp::socket& sock) {
       out.clear();
       socks5::encode_udp_header(&out, src.address(), src.port());
       out.insert(out.end(), buf.get(), buf.get() + n);
+      if (settings_.protection != nullptr) {
+        if (!settings_.protection->seal(out, &sealed) || sealed.size() > limit) {
+          ++counters_.dropped_oversize;
+          continue;
+        }
+        out.swap(sealed);
+      }
       std::error_code sec;
       client_sock_.send_to(asio::buffer(out), *client_ep_, 0, sec);
       if (sec == asio::error::would_block) {
@@ -412,6 +430,7 @@ nlohmann::json UdpAssociation::summary() const {
            {{"foreign_source", c.dropped_foreign},
             {"fragmented", c.dropped_frag},
             {"malformed", c.dropped_malformed},
+            {"unverified", c.dropped_unverified},
             {"denied", c.dropped_denied},
             {"rate", c.dropped_rate},
             {"unsolicited", c.dropped_unsolicited},

@@ -551,14 +551,60 @@ def test_bind_encapsulated(gateway_factory, krb_env):
     assert rec["bytes_up"] == len(up) and rec["bytes_down"] == len(down)
 
 
-def test_udp_associate_refused_on_protected_session(gss_gateway, krb_env):
-    gw = gss_gateway()
+@pytest.mark.parametrize("level", [LEVEL_INTEG, LEVEL_CONF])
+def test_udp_associate_datagrams_wrapped(gateway_factory, krb_env, level):
+    from test_udp import UdpEcho, udp_header
+    cfg = gss_config(krb_env, "integrity" if level == LEVEL_INTEG else "confidentiality")
+    pol = default_policy()
+    pol["rules"].insert(0, {"id": "alice-udp", "action": "pass", "users": ["alice"],
+                            "commands": ["udp"], "to": ["127.0.0.0/8"]})
+    gw = gateway_factory(config=cfg, policy=pol, env=krb_env.env())
+    echo = UdpEcho("127.0.0.1")
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.1", 0))
+    u.settimeout(IO_TIMEOUT)
     c = alice(gw, krb_env)
+    marker = b"UDP-MARKER-" + os.urandom(6).hex().encode()
     try:
-        assert c.connect(request("0.0.0.0", 0, cmd=3)) == 0x07
+        c.greet()
+        c.establish()
+        assert c.negotiate(level) == level
+        c.send(request("127.0.0.1", u.getsockname()[1], cmd=3))
+        rep, reply = c.read_reply()
+        assert rep == 0
+        relay = ("127.0.0.1", struct.unpack(">H", reply[-2:])[0])
+        got = []
+        for i in range(5):
+            payload = marker + b"-%d" % i
+            plain = udp_header("127.0.0.1", echo.port) + payload
+            u.sendto(c.wrap(plain), relay)
+            data, _ = u.recvfrom(65535)
+            mtyp, token = struct.unpack(">BB", data[:2])[1], data[4:]
+            assert data[:2] == b"\x01\x03" and len(token) == struct.unpack(">H", data[2:4])[0]
+            res = c.ctx.unwrap(token)
+            assert res.encrypted == (level == LEVEL_CONF)
+            assert res.message == udp_header("127.0.0.1", echo.port) + payload
+            got.append(data)
+        # Under confidentiality the marker is never in a datagram; under integrity it is.
+        assert any(marker in d for d in got) == (level == LEVEL_INTEG)
+        # A plain (unwrapped) datagram and a replayed one are dropped, never forwarded.
+        before = len(echo.payloads())
+        u.sendto(udp_header("127.0.0.1", echo.port) + b"plain", relay)
+        replay = c.wrap(udp_header("127.0.0.1", echo.port) + b"once")
+        u.sendto(replay, relay)
+        u.sendto(replay, relay)
+        data, _ = u.recvfrom(65535)
+        assert c.ctx.unwrap(data[4:]).message.endswith(b"once")
+        time.sleep(0.3)
+        assert echo.payloads()[before:] == [b"once"]
     finally:
         c.close()
-    gw.wait_session_end(method="gssapi", close_reason="unsupported_command")
+        u.close()
+        echo.close()
+    rec = gw.wait_session_end(method="gssapi", command="udp")
+    assert rec["protection"] == ("integrity" if level == LEVEL_INTEG else "confidentiality")
+    assert rec["udp"]["datagrams_up"] == 6 and rec["udp"]["datagrams_down"] == 6
+    assert rec["udp"]["dropped"]["unverified"] == 2
 
 
 # --------------------------------------------------------------------------------------------
