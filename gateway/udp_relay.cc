@@ -423,21 +423,23 @@ nlohmann::json UdpAssociation::summary() const {
     dests.push_back(std::move(d));
   }
   const auto& c = counters_;
-  return {{"destinations", std::move(dests)},
-          {"datagrams_up", c.datagrams_up},
-          {"datagrams_down", c.datagrams_down},
-          {"dropped",
-           {{"foreign_source", c.dropped_foreign},
-            {"fragmented", c.dropped_frag},
-            {"malformed", c.dropped_malformed},
-            {"unverified", c.dropped_unverified},
-            {"denied", c.dropped_denied},
-            {"rate", c.dropped_rate},
-            {"unsolicited", c.dropped_unsolicited},
-            {"unresolved", c.dropped_unresolved},
-            {"destinations", c.dropped_destinations},
-            {"oversize", c.dropped_oversize},
-            {"unroutable", c.dropped_unroutable}}}};
+  nlohmann::json out = {{"destinations", std::move(dests)},
+                        {"datagrams_up", c.datagrams_up},
+                        {"datagrams_down", c.datagrams_down},
+                        {"dropped",
+                         {{"foreign_source", c.dropped_foreign},
+                          {"fragmented", c.dropped_frag},
+                          {"malformed", c.dropped_malformed},
+                          {"denied", c.dropped_denied},
+                          {"rate", c.dropped_rate},
+                          {"unsolicited", c.dropped_unsolicited},
+                          {"unresolved", c.dropped_unresolved},
+                          {"destinations", c.dropped_destinations},
+                          {"oversize", c.dropped_oversize},
+                          {"unroutable", c.dropped_unroutable}}}};
+  // Only protected (GSS-API) associations can drop a datagram for failing verification.
+  if (settings_.protection != nullptr) out["dropped"]["unverified"] = c.dropped_unverified;
+  return out;
 }
 
 }  // namespace socksgate::gateway
