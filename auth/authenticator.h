@@ -33,7 +33,9 @@ inline constexpr uint8_t kMethodNoAcceptable = 0xFF;
 struct Identity {
   std::string user;                 // policy user name; empty = anonymous
   std::vector<std::string> groups;  // groups the mechanism knows of (policy adds its own)
-  std::string method;               // "none", "userpass", ...
+  std::string method;               // "none", "userpass", "gssapi", ...
+  std::string principal;            // gssapi: the full Kerberos principal (audit); else empty
+  std::string protection;           // gssapi: "integrity" | "confidentiality" | "none"
 };
 
 struct AuthOutcome {
@@ -44,6 +46,13 @@ struct AuthOutcome {
   std::string failure_reason;
   // The user name the peer claimed, for the audit record of a failure (never trusted).
   std::string claimed_user;
+  // Set on failure when there is more to say than the reason: the GSS-API major/minor status
+  // text, a framing error. For the audit record; never a credential.
+  std::string failure_detail;
+  // Set on success when the method protects what follows (GSS-API per-message protection):
+  // from now on the session talks over this channel, which wraps the one authenticate() was
+  // given (that one must outlive it).
+  std::unique_ptr<crypto::Channel> channel;
 };
 
 // What a session hands an authenticator.

@@ -6,8 +6,9 @@
 
 namespace socksgate::auth {
 namespace {
-constexpr std::array<MethodInfo, 2> kMethods = {{
+constexpr std::array<MethodInfo, 3> kMethods = {{
     {"none", kMethodNone},
+    {"gssapi", kMethodGssapi},
     {"userpass", kMethodUserPass},
 }};
 }  // namespace
@@ -22,10 +23,16 @@ std::optional<uint8_t> method_code(std::string_view name) {
 }
 
 std::unique_ptr<Authenticator> make_authenticator(std::string_view name,
-                                                  const AuthBackends& backends) {
+                                                  const AuthBackends& backends,
+                                                  std::string_view listener) {
   if (name == "none") return std::make_unique<NoneAuthenticator>();
   if (name == "userpass" && backends.userpass) {
     return std::make_unique<userpass::UserPassAuthenticator>(backends.userpass);
+  }
+  if (name == "gssapi") {
+    if (auto it = backends.gssapi.find(listener); it != backends.gssapi.end() && it->second) {
+      return std::make_unique<gssapi::GssAuthenticator>(it->second);
+    }
   }
   return nullptr;
 }

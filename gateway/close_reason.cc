@@ -40,6 +40,7 @@ constexpr std::array<CloseInfo, static_cast<size_t>(CloseReason::kCount_)> kTabl
     {"shutdown", Reply::kGeneralFailure},
     {"busy", Reply::kGeneralFailure},
     {"internal_error", Reply::kGeneralFailure},
+    {"gss_protection_failure", Reply::kGeneralFailure},
 }};
 }  // namespace
 

@@ -45,6 +45,7 @@ enum class CloseReason : uint8_t {
   kShutdown,  // the gateway stopped while the session ran
   kBusy,      // the blocking pool was full
   kInternalError,
+  kGssProtection,  // GSS-API: a token failed to verify or had the wrong protection (closed)
   kCount_,
 };
 

@@ -31,6 +31,18 @@ struct TlsListenerConfig {
   bool same_user = true;
 };
 
+// GSS-API (RFC 1961) settings: under "auth": {"gssapi": {...}} for every listener, and per
+// listener ("gssapi": {...} in the listener) for the keys that differ there.
+struct GssapiConfig {
+  std::string keytab;               // "FILE:/resolved/path"
+  std::string principal;            // empty = rcmd/<host name>; "any" = any principal in the keytab
+  std::vector<std::string> realms;  // empty = the default realm of the krb5 configuration
+  std::string name_mapping = "strip_realm";    // | "auth_to_local"
+  std::string protection = "confidentiality";  // | "integrity" | "none" (TLS listeners only)
+  bool nec = false;
+  uint32_t max_round_trips = 8;
+};
+
 struct ListenerConfig {
   std::string name;
   std::string address;               // IP literal ("127.0.0.1", "::1", "0.0.0.0", "::"), resolved
@@ -47,6 +59,9 @@ struct ListenerConfig {
   // Accept SOCKS4/4a (no authentication: identity "anonymous", method "socks4"). Off by default.
   bool socks4 = false;
   std::optional<TlsListenerConfig> tls;
+  // The effective GSS-API settings (auth.gssapi with this listener's "gssapi" keys over it);
+  // set when "gssapi" is among the methods.
+  std::optional<GssapiConfig> gssapi;
 };
 
 struct UdpConfig {
@@ -98,6 +113,7 @@ struct Config {
   std::string path;  // the file it came from ("<embedded>" for the default)
   std::vector<ListenerConfig> listeners;
   std::optional<UserPassConfig> userpass;
+  std::optional<GssapiConfig> gssapi;  // auth.gssapi, the listeners' defaults
   AuditConfig audit;
   LimitsConfig limits;
   BindConfig bind;

@@ -18,6 +18,7 @@
 
 #include "auth/registry.h"
 #include "crypto/channel.h"
+#include "crypto/gss_channel.h"
 #include "crypto/secure.h"
 #include "crypto/tls.h"
 #include "gateway/bind.h"
@@ -74,6 +75,8 @@ struct SessionRecord {
   asio::ip::tcp::endpoint client;
   std::string method;
   std::string user;
+  std::string principal;   // gssapi
+  std::string protection;  // gssapi: integrity | confidentiality | none
   std::optional<std::string> command;
   std::optional<socks5::Address> requested;
   uint16_t port = 0;
@@ -143,6 +146,8 @@ json base_record(std::string_view event, const SessionRecord& r) {
   }
   if (!r.method.empty()) j["method"] = r.method;
   if (!r.user.empty()) j["user"] = escape_untrusted(r.user);
+  if (!r.principal.empty()) j["principal"] = escape_untrusted(r.principal);
+  if (!r.protection.empty()) j["protection"] = r.protection;
   if (r.command) j["command"] = *r.command;
   if (r.requested) {
     if (r.requested->type == socks5::AddressType::kDomain) {
@@ -215,11 +220,23 @@ class Session {
     audit(std::move(j));
   }
   void finish(CloseReason reason);
+  // The channel SOCKS messages travel over: the TCP channel, or the GSS-API protected channel
+  // that wraps it once a protection level was agreed.
+  crypto::Channel& io() { return wrapped_ ? *wrapped_ : *channel_; }
+  // True (and the reason noted for the audit record) when the protected channel failed: a
+  // token that did not verify or came with the wrong protection.
+  bool gss_failed() {
+    auto* gss = dynamic_cast<crypto::GssChannel*>(wrapped_.get());
+    if (gss == nullptr || !gss->failure()) return false;
+    extra_["detail"] = escape_untrusted(gss->failure().message() + ": " + gss->failure_detail());
+    return true;
+  }
 
   ServerState& state_;
   std::shared_ptr<const Snapshot> snap_;
   std::shared_ptr<AuditSink> audit_;
   std::unique_ptr<crypto::Channel> channel_;  // TCP, or TLS once the handshake is done
+  std::unique_ptr<crypto::Channel> wrapped_;  // GSS-API over channel_; declared after it
   asio::ip::tcp::socket upstream_{channel_->lowest_layer().get_executor()};
   SessionRecord rec_;
   uint64_t numeric_id_ = 0;
@@ -239,6 +256,21 @@ class Session {
   bool admitted_ = false;
 };
 
+// UDP datagrams of a GSS-API protected session: one framed gss_wrap token each.
+class GssDatagrams final : public DatagramProtection {
+ public:
+  explicit GssDatagrams(crypto::GssChannel& ch) : ch_(ch) {}
+  bool open(std::span<const uint8_t> d, std::vector<uint8_t>* plain) override {
+    return ch_.open_datagram(d, plain);
+  }
+  bool seal(std::span<const uint8_t> plain, std::vector<uint8_t>* d) override {
+    return ch_.seal_datagram(plain, d);
+  }
+
+ private:
+  crypto::GssChannel& ch_;
+};
+
 // Lets other threads reach a live session: only ever touched on the session's executor.
 struct SessionControl {
   Session* session = nullptr;
@@ -256,10 +288,10 @@ asio::awaitable<std::error_code> Session::write_reply(socks5::Reply rep,
                                                       const asio::ip::tcp::endpoint& ep) {
   if (socks4_) {
     auto bytes = socks4::encode_reply(rep == socks5::Reply::kSucceeded, ep);
-    co_return co_await channel_->write_all(bytes);
+    co_return co_await io().write_all(bytes);
   }
   auto bytes = socks5::encode_reply(rep, ep);
-  co_return co_await channel_->write_all(bytes);
+  co_return co_await io().write_all(bytes);
 }
 
 policy::DecisionRequest Session::decision_request(policy::Command cmd) const {
@@ -312,7 +344,7 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
     auto code = auth::method_code(name);
     if (code && std::find(greeting.methods.begin(), greeting.methods.end(), *code) !=
                     greeting.methods.end()) {
-      method = auth::make_authenticator(name, snap_->backends);
+      method = auth::make_authenticator(name, snap_->backends, rec_.listener);
       if (method) break;
     }
   }
@@ -338,7 +370,10 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
   if (!outcome.ok) {
     json j = base_record("auth_failure", rec_);
     j["user"] = escape_untrusted(outcome.claimed_user);
+    if (!outcome.identity.principal.empty())
+      j["principal"] = escape_untrusted(outcome.identity.principal);
     j["reason"] = outcome.failure_reason;
+    if (!outcome.failure_detail.empty()) j["detail"] = escape_untrusted(outcome.failure_detail);
     audit(std::move(j));
     rec_.user = outcome.claimed_user;
     co_return outcome.failure_reason == "busy" ? CloseReason::kBusy : CloseReason::kAuthFailed;
@@ -357,10 +392,14 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
   }
   rec_.method = identity_.method;
   rec_.user = identity_.user;
+  rec_.principal = identity_.principal;
+  rec_.protection = identity_.protection;
+  // RFC 1961 section 5: from here on every message is encapsulated.
+  if (outcome.channel) wrapped_ = std::move(outcome.channel);
 
   // RFC 1928 section 4: the request.
   rec_.phase = SessionPhase::kRequest;
-  ec = co_await channel_->read_message(
+  ec = co_await io().read_message(
       [&](std::span<const uint8_t> in, size_t* consumed) {
         return socks5::parse_request(in, &request_, consumed);
       },
@@ -377,6 +416,7 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
     co_await send_reply(socks5::Reply::kGeneralFailure);
     co_return CloseReason::kProtocolError;
   }
+  if (ec && gss_failed()) co_return CloseReason::kGssProtection;
   if (ec) co_return from_client_read_error(ec);
   rec_.requested = request_.dst;
   rec_.port = request_.port;
@@ -589,10 +629,13 @@ asio::awaitable<void> Session::run_connect() {
 
 asio::awaitable<void> Session::relay_and_finish() {
   rec_.phase = SessionPhase::kRelay;
-  RelayResult rr = co_await run_relay(*channel_, upstream_,
-                                      RelayOptions{snap_->config->limits.idle_timeout, true});
+  RelayResult rr =
+      co_await run_relay(io(), upstream_, RelayOptions{snap_->config->limits.idle_timeout, true});
   rec_.bytes_up = rr.bytes_up;
   rec_.bytes_down = rr.bytes_down;
+  // A token that failed verification (or came with the wrong protection) ended the relay:
+  // that, not the reset it caused, is why the session closed.
+  if (gss_failed()) rr.reason = CloseReason::kGssProtection;
   finish(rr.reason);
 }
 
@@ -743,6 +786,14 @@ asio::awaitable<void> Session::run_udp(bool in_stream) {
   asio::ip::address local = channel_->lowest_layer().local_endpoint(ec).address();
   UdpSettings us{cfg.udp.idle_timeout,     cfg.udp.max_datagrams_per_s, cfg.udp.max_bytes_per_s,
                  cfg.udp.max_destinations, listener_->external_addrs,   &snap_->egress};
+  // GSS-API: datagrams are protected like the stream (RFC 1961 section 5). In stream mode they
+  // travel inside the protected stream itself.
+  std::optional<GssDatagrams> gss_datagrams;
+  auto* gss = in_stream ? nullptr : dynamic_cast<crypto::GssChannel*>(wrapped_.get());
+  if (gss != nullptr) {
+    gss_datagrams.emplace(*gss);
+    us.protection = &*gss_datagrams;
+  }
   UdpAssociation assoc(channel_->lowest_layer().get_executor(), client_ip, request_.port, req,
                        *snap_->policy, state_.resolver, us, [this](json d) {
                          json j = base_record("denied", rec_);
@@ -755,7 +806,7 @@ asio::awaitable<void> Session::run_udp(bool in_stream) {
     rec_.bound = asio::ip::tcp::endpoint(asio::ip::address_v4::any(), 0);
     co_await send_reply(socks5::Reply::kSucceeded);
     rec_.phase = SessionPhase::kRelay;
-    CloseReason reason = co_await assoc.run_stream(*channel_);
+    CloseReason reason = co_await assoc.run_stream(io());
     rec_.bytes_up = assoc.counters().bytes_up;
     rec_.bytes_down = assoc.counters().bytes_down;
     extra_["udp"] = assoc.summary();

@@ -204,6 +204,7 @@ bool socket_gone(const std::error_code& ec, const udp::socket& s) {
 
 asio::awaitable<void> UdpAssociation::client_loop() {
   auto buf = std::make_unique<uint8_t[]>(kMaxDatagram);
+  std::vector<uint8_t> plain;  // GSS-API: the unwrapped request
   std::error_code nb;
   client_sock_.non_blocking(true, nb);
   for (;;) {
@@ -232,6 +233,15 @@ asio::awaitable<void> UdpAssociation::client_loop() {
       } else {
         ++counters_.dropped_foreign;
         continue;
+      }
+      if (settings_.protection != nullptr) {
+        if (!settings_.protection->open(std::span<const uint8_t>(buf.get(), n), &plain) ||
+            plain.size() > kMaxDatagram) {
+          ++counters_.dropped_unverified;
+          continue;
+        }
+        std::copy(plain.begin(), plain.end(), buf.get());
+        n = plain.size();
       }
       if (!co_await forward_up(std::span<const uint8_t>(buf.get(), n), now, wall)) co_return;
     }
@@ -303,6 +313,7 @@ asio::awaitable<void> UdpAssociation::upstream_loop(udp::socket& sock) {
   auto buf = std::make_unique<uint8_t[]>(kMaxDatagram);
   std::vector<uint8_t> out;
   out.reserve(kMaxDatagram + 32);
+  std::vector<uint8_t> sealed;  // GSS-API: the wrapped reply
   for (;;) {
     auto [wec] = co_await sock.async_wait(udp::socket::wait_read, kUse);
     if (wec || !sock.is_open()) co_return;
@@ -337,6 +348,13 @@ asio::awaitable<void> UdpAssociation::upstream_loop(udp::socket& sock) {
       out.clear();
       socks5::encode_udp_header(&out, src.address(), src.port());
       out.insert(out.end(), buf.get(), buf.get() + n);
+      if (settings_.protection != nullptr) {
+        if (!settings_.protection->seal(out, &sealed) || sealed.size() > limit) {
+          ++counters_.dropped_oversize;
+          continue;
+        }
+        out.swap(sealed);
+      }
       if (std::error_code sec = co_await deliver_down(out)) {
         if (!sock.is_open() || closing_ || (stream_ == nullptr && !client_sock_.is_open())) {
           co_return;
@@ -492,20 +510,23 @@ nlohmann::json UdpAssociation::summary() const {
     dests.push_back(std::move(d));
   }
   const auto& c = counters_;
-  return {{"destinations", std::move(dests)},
-          {"datagrams_up", c.datagrams_up},
-          {"datagrams_down", c.datagrams_down},
-          {"dropped",
-           {{"foreign_source", c.dropped_foreign},
-            {"fragmented", c.dropped_frag},
-            {"malformed", c.dropped_malformed},
-            {"denied", c.dropped_denied},
-            {"rate", c.dropped_rate},
-            {"unsolicited", c.dropped_unsolicited},
-            {"unresolved", c.dropped_unresolved},
-            {"destinations", c.dropped_destinations},
-            {"oversize", c.dropped_oversize},
-            {"unroutable", c.dropped_unroutable}}}};
+  nlohmann::json out = {{"destinations", std::move(dests)},
+                        {"datagrams_up", c.datagrams_up},
+                        {"datagrams_down", c.datagrams_down},
+                        {"dropped",
+                         {{"foreign_source", c.dropped_foreign},
+                          {"fragmented", c.dropped_frag},
+                          {"malformed", c.dropped_malformed},
+                          {"denied", c.dropped_denied},
+                          {"rate", c.dropped_rate},
+                          {"unsolicited", c.dropped_unsolicited},
+                          {"unresolved", c.dropped_unresolved},
+                          {"destinations", c.dropped_destinations},
+                          {"oversize", c.dropped_oversize},
+                          {"unroutable", c.dropped_unroutable}}}};
+  // Only protected (GSS-API) associations can drop a datagram for failing verification.
+  if (settings_.protection != nullptr) out["dropped"]["unverified"] = c.dropped_unverified;
+  return out;
 }
 
 }  // namespace socksgate::gateway

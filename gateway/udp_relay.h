@@ -30,7 +30,9 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "crypto/blocking_pool.h"
 #include "crypto/channel.h"
@@ -41,6 +43,19 @@
 
 namespace socksgate::gateway {
 
+// GSS-API (RFC 1961 section 5): every datagram both ways is one gss_wrap token of the whole
+// UDP request/reply (header and data), framed `01 03 LEN TOKEN`. A datagram that does not
+// verify, or has the wrong protection, is dropped and counted (`unverified`): a forged
+// datagram from the client's address must not end the association.
+class DatagramProtection {
+ public:
+  virtual ~DatagramProtection() = default;
+  // The plain UDP request carried by `datagram`, or false.
+  virtual bool open(std::span<const uint8_t> datagram, std::vector<uint8_t>* plain) = 0;
+  // The datagram that carries `plain`, or false.
+  virtual bool seal(std::span<const uint8_t> plain, std::vector<uint8_t>* datagram) = 0;
+};
+
 struct UdpSettings {
   std::chrono::seconds idle_timeout{300};
   uint32_t max_datagrams_per_s = 20000;    // each direction
@@ -49,6 +64,7 @@ struct UdpSettings {
   HostAddresses source;  // outbound source (the listener's "external"); empty = any
   // Rule "egress" names resolved (from the snapshot); a passing rule's egress wins.
   const std::map<std::string, HostAddresses, std::less<>>* egress = nullptr;
+  DatagramProtection* protection = nullptr;  // GSS-API encapsulation; null = plain datagrams
 };
 
 struct UdpCounters {
@@ -63,6 +79,7 @@ struct UdpCounters {
   uint64_t dropped_destinations = 0;  // over max_destinations
   uint64_t dropped_oversize = 0;      // a reply too big to carry with its header
   uint64_t dropped_unroutable = 0;    // the egress has no address of the destination's family
+  uint64_t dropped_unverified = 0;    // GSS-API: did not verify / wrong protection
 };
 
 struct UdpFlow {

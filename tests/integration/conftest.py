@@ -6,16 +6,18 @@ The binary comes from $SOCKSGATE_BIN (default /work/main/build/gateway/socksgate
 
 import pytest
 
+from krb5test import Realm
 from sgtest import EchoServer, Gateway, HttpServer, Target
 
 
 @pytest.fixture
 def gateway_factory(tmp_path):
-    """make(name="gw", config=..., users=..., policy=..., start=True) -> Gateway."""
+    """make(name="gw", config=..., users=..., policy=..., start=True, env=None) -> Gateway."""
     made: list[Gateway] = []
 
-    def make(name: str = "gw", start: bool = True, **kw) -> Gateway:
+    def make(name: str = "gw", start: bool = True, env: dict | None = None, **kw) -> Gateway:
         g = Gateway(tmp_path / name)
+        g.env = env
         g.write(**kw)
         made.append(g)
         if start:
@@ -55,3 +57,12 @@ def target():
     yield t
     t.close()
 
+
+
+@pytest.fixture(scope="module")
+def krb5_realm(tmp_path_factory):
+    """A throwaway MIT realm (KRBTEST.COM) with a KDC on loopback, users alice and bob,
+    rcmd/localhost in realm.keytab. Only the krb5kdc it started is stopped afterwards."""
+    realm = Realm(tmp_path_factory.mktemp("krb5"))
+    yield realm
+    realm.stop()

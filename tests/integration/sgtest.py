@@ -156,6 +156,7 @@ class Gateway:
         self.passwords: dict[str, str] = {}
         self._log_file = None
         self._stopped = False
+        self.env: dict | None = None  # the process environment (None: ours)
 
     # -- files ------------------------------------------------------------------------------
 
@@ -205,7 +206,7 @@ class Gateway:
             [*prefix, self.bin, "run", "--config", str(self.config_path), "--ready-file",
              str(self.ready_path), "--log-level", "debug", *extra_args],
             stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=self._log_file,
-            cwd=self.dir, env={**os.environ, **(env or {})})
+            cwd=self.dir, env={**(self.env or os.environ), **(env or {})})
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
