@@ -35,6 +35,7 @@ constexpr std::array<CloseInfo, static_cast<size_t>(CloseReason::kCount_)> kTabl
     {"shutdown", Reply::kGeneralFailure},
     {"busy", Reply::kGeneralFailure},
     {"internal_error", Reply::kGeneralFailure},
+    {"audit_unavailable", Reply::kGeneralFailure},
 }};
 }  // namespace
 

@@ -42,6 +42,7 @@ enum class CloseReason : uint8_t {
   kShutdown,            // the gateway stopped while the session ran
   kBusy,                // the blocking pool was full
   kInternalError,
+  kAuditUnavailable,  // the session_start record could not be made durable (fail-closed, REP 01)
   kCount_,
 };
 
