@@ -177,7 +177,7 @@ struct ChainFile {
     }
     RecordBuilder b = opening(event);
     if (partial > 0) b.str("reason", "partial_record_removed").num("lost_bytes", partial);
-    return std::move(b).take();
+    return b.take();
   }
 
   std::string path;
@@ -535,7 +535,7 @@ void AuditLog::process(std::deque<Item>& batch, const AuditConfig& cfg) {
           .num("lost", o.lost)
           .str("since", o.since)
           .str("error", o.error);
-      f.chain.append(std::move(gap).take(), &buf);
+      f.chain.append(gap.take(), &buf);
     }
     for (auto& it : batch) f.chain.append(it.rec.body, &buf);
     if (f.fd >= 0 && !buf.empty()) {

@@ -29,7 +29,7 @@ class RecordBuilder {
   RecordBuilder& num(std::string_view key, uint64_t value);
   RecordBuilder& json(std::string_view key, const nlohmann::json& value);
   // The body (fields without braces) for an AuditRecord.
-  std::string take() && { return std::move(body_); }
+  std::string take() { return std::move(body_); }
 
  private:
   void key(std::string_view k);

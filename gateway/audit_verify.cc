@@ -42,6 +42,20 @@ struct Verifier {
     return kVerifyBad;
   }
 
+  // The seq a line claims, without trusting the rest of it.
+  static std::optional<uint64_t> peek_seq(const std::vector<std::string_view>& lines, size_t i) {
+    if (i >= lines.size()) return std::nullopt;
+    std::string_view l = lines[i];
+    constexpr std::string_view kHead = "{\"seq\":";
+    if (l.substr(0, kHead.size()) != kHead) return std::nullopt;
+    uint64_t v = 0;
+    size_t k = kHead.size();
+    if (k >= l.size() || l[k] < '0' || l[k] > '9') return std::nullopt;
+    for (; k < l.size() && l[k] >= '0' && l[k] <= '9' && v < (uint64_t{1} << 60); ++k)
+      v = v * 10 + static_cast<uint64_t>(l[k] - '0');
+    return v;
+  }
+
   // Is there a record with this seq after line index i? (Tells reordering from deletion.)
   static bool seq_later(const std::vector<std::string_view>& lines, size_t i, uint64_t seq) {
     std::string prefix = "{\"seq\":" + std::to_string(seq) + ",";
@@ -84,6 +98,10 @@ struct Verifier {
       if (prev) expected = prev->seq + 1;
       auto parts = crypto::split_audit_line(line);
       auto j = nlohmann::json::parse(line, nullptr, false);
+      if (!prev && i == 0) {
+        // Nothing before it to go by: the record after it says where this one stands.
+        if (auto next = peek_seq(lines, i + 1); next && *next > 0) expected = *next - 1;
+      }
       if (!parts || j.is_discarded() || !j.is_object() || !j.contains("seq") ||
           !j["seq"].is_number_unsigned() || !j.contains("prev") || !j["prev"].is_string() ||
           !j.contains("event") || !j["event"].is_string()) {
@@ -121,12 +139,19 @@ struct Verifier {
       }
       if (i == 0 && (!prev || event == "audit_start")) {
         // The head of a lineage (or of a file verified on its own).
+        if (prev) {
+          // A gateway that starts on an empty file cannot know the file before it.
+          gaps = true;
+          problems << path << ": record 1 (seq " << seq
+                   << "): a new chain starts here: its link to the previous file (last seq "
+                   << prev->seq << ") cannot be checked\n";
+        }
         if (event == "audit_start") {
           if (seq != 1 || prev_hash != crypto::kAuditZeroHash) {
             return bad(path, n, seq, "audit_start must have seq 1 and a zero prev");
           }
         } else if (event != "audit_segment") {
-          return bad(path, n, seq,
+          return bad(path, n, seq > 1 ? seq - 1 : seq,
                      "the file does not begin with audit_start or audit_segment (records "
                      "deleted from its head?)");
         }

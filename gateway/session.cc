@@ -249,7 +249,7 @@ asio::awaitable<bool> Session::commit_start() {
     for (const auto& [k, v] : extra_.items()) b.json(k, v);
   }
   // A named record, not a temporary inside the co_await (GCC 12 destroys those twice).
-  AuditRecord rec{std::move(b).take(), identity_.user};
+  AuditRecord rec{b.take(), identity_.user};
   CommitResult r = co_await async_commit(*audit_, std::move(rec), asio::use_awaitable);
   if (r == CommitResult::kRefused) {
     log::warn("session ", rec_.id, ": refused: the audit log cannot be written");
@@ -794,7 +794,7 @@ void Session::finish(CloseReason reason) {
   if (extra_.is_object()) {
     for (const auto& [k, v] : extra_.items()) b.json(k, v);
   }
-  audit_->write_record(AuditRecord{std::move(b).take(), identity_.user});
+  audit_->write_record(AuditRecord{b.take(), identity_.user});
 }
 
 }  // namespace
