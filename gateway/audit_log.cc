@@ -373,7 +373,8 @@ struct AuditLog::Output {
         f->size += static_cast<off_t>(buf.size());
       } else {
         int e = errno;
-        if (::ftruncate(f->fd, f->size) != 0) {
+        struct stat st {};
+        if (::fstat(f->fd, &st) == 0 && st.st_size > f->size && ::ftruncate(f->fd, f->size) != 0) {
         }
         f->close();
         f->opened = false;
@@ -547,8 +548,10 @@ void AuditLog::process(std::deque<Item>& batch, const AuditConfig& cfg) {
         err = f.path + ": fdatasync: " + errno_text(errno);
       }
       if (!ok) {
-        // Cut back to the last good record and read the tail again next time.
-        if (::ftruncate(f.fd, f.size) != 0) {
+        // Cut back to the last good record (never beyond the file's end) and read the tail
+        // again next time.
+        struct stat st {};
+        if (::fstat(f.fd, &st) == 0 && st.st_size > f.size && ::ftruncate(f.fd, f.size) != 0) {
         }
         f.close();
         f.opened = false;
