@@ -99,8 +99,8 @@ void AuditChain::append(std::string_view body, std::string* out) {
   out->append(state_.last_hash);
   out->append("\",");
   out->append(body);
-  std::string h = audit_record_hash(std::string_view(*out).substr(start),
-                                    keyed() ? &epoch_key() : nullptr);
+  std::string h =
+      audit_record_hash(std::string_view(*out).substr(start), keyed() ? &epoch_key() : nullptr);
   out->append(kAuditHashMarker);
   out->append(h);
   out->append("\"}\n");

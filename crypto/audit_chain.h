@@ -46,10 +46,10 @@ std::optional<AuditLineParts> split_audit_line(std::string_view line);
 class AuditChain {
  public:
   struct State {
-    uint64_t seq = 0;                           // of the last record written
-    std::string last_hash{kAuditZeroHash};      // its hash
-    uint64_t epoch = 0;                         // keyed: the current epoch
-    uint64_t in_epoch = 0;                      // records written in it
+    uint64_t seq = 0;                       // of the last record written
+    std::string last_hash{kAuditZeroHash};  // its hash
+    uint64_t epoch = 0;                     // keyed: the current epoch
+    uint64_t in_epoch = 0;                  // records written in it
     std::chrono::steady_clock::time_point epoch_start = std::chrono::steady_clock::now();
   };
 

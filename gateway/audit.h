@@ -1,6 +1,7 @@
 #pragma once
 // The audit trail: one JSON object per line (JSON Lines) per event — `session_start`,
-// `session_end`, `auth_failure`, `denied`, and the log's own `audit_*` records. Schema: docs/audit.md.
+// `session_end`, `auth_failure`, `denied`, and the log's own `audit_*` records. Schema:
+// docs/audit.md.
 //
 // Text that came from the network (user names, host names) is passed through
 // escape_untrusted() first: every record is valid UTF-8 JSON on exactly one line whatever a
@@ -12,8 +13,8 @@
 #include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
 #include <asio/execution/outstanding_work.hpp>
-#include <asio/prefer.hpp>
 #include <asio/post.hpp>
+#include <asio/prefer.hpp>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -71,9 +72,8 @@ auto async_commit(AuditSink& sink, AuditRecord record, CompletionToken&& token) 
         // Keeps the session's io_context alive (outstanding work) until the result is back.
         auto ex = asio::prefer(asio::get_associated_executor(*h),
                                asio::execution::outstanding_work.tracked);
-        sink.commit(std::move(rec), [h, ex](CommitResult r) {
-          asio::post(ex, [h, r]() { std::move (*h)(r); });
-        });
+        sink.commit(std::move(rec),
+                    [h, ex](CommitResult r) { asio::post(ex, [h, r]() { std::move (*h)(r); }); });
       },
       token, std::move(record));
 }

@@ -136,8 +136,8 @@ struct ChainFile {
     }
     uint64_t partial = static_cast<uint64_t>(st.st_size - complete);
     if (partial > 0 && ::ftruncate(fd, complete) != 0) {
-      throw std::runtime_error(path + ": cannot cut off a partial last record: " +
-                               errno_text(errno));
+      throw std::runtime_error(path +
+                               ": cannot cut off a partial last record: " + errno_text(errno));
     }
     size = complete;
     opened = true;
@@ -159,8 +159,8 @@ struct ChainFile {
                                  "setting audit.key_file"));
       }
       uint64_t seq = j["seq"].get<uint64_t>();
-      uint64_t epoch = keyed_tail && j["epoch"].is_number_unsigned() ? j["epoch"].get<uint64_t>()
-                                                                      : 0;
+      uint64_t epoch =
+          keyed_tail && j["epoch"].is_number_unsigned() ? j["epoch"].get<uint64_t>() : 0;
       std::string hash(parts->hash);
       if (continuing && partial == 0 && seq == chain.state().seq &&
           hash == chain.state().last_hash) {
@@ -204,7 +204,8 @@ std::string user_file_name(std::string_view user) {
       n.push_back(kHex[c & 15]);
     }
   }
-  if (n.size() > 200) n = n.substr(0, 100) + "~" + crypto::to_hex(crypto::sha256(user)).substr(0, 16);
+  if (n.size() > 200)
+    n = n.substr(0, 100) + "~" + crypto::to_hex(crypto::sha256(user)).substr(0, 16);
   return n + ".jsonl";
 }
 
@@ -214,8 +215,7 @@ std::string syslog_header(int pri) {
   localtime_r(&t, &tm);
   char ts[32];
   std::strftime(ts, sizeof ts, "%b %e %H:%M:%S", &tm);
-  return "<" + std::to_string(pri) + ">" + ts + " socksgate[" + std::to_string(::getpid()) +
-         "]: ";
+  return "<" + std::to_string(pri) + ">" + ts + " socksgate[" + std::to_string(::getpid()) + "]: ";
 }
 
 }  // namespace
@@ -227,8 +227,9 @@ std::vector<uint8_t> load_audit_key(const std::string& path) {
   ::fstat(fd, &st);
   if ((st.st_mode & 077) != 0) {
     ::close(fd);
-    throw std::runtime_error(path + ": audit key file must not be readable by group or others "
-                                    "(chmod 600)");
+    throw std::runtime_error(path +
+                             ": audit key file must not be readable by group or others "
+                             "(chmod 600)");
   }
   std::vector<uint8_t> key;
   uint8_t buf[4096];
@@ -244,8 +245,9 @@ std::vector<uint8_t> load_audit_key(const std::string& path) {
   while (!key.empty() && (key.back() == '\n' || key.back() == '\r')) key.pop_back();
   if (key.size() < 32 || key.size() > 65536) {
     crypto::secure_zero(key.data(), key.size());
-    throw std::runtime_error(path + ": audit key must be 32 to 65536 bytes (e.g. `openssl rand "
-                                    "-hex 32`)");
+    throw std::runtime_error(path +
+                             ": audit key must be 32 to 65536 bytes (e.g. `openssl rand "
+                             "-hex 32`)");
   }
   return key;
 }
@@ -347,8 +349,8 @@ struct AuditLog::Output {
             g->opened = false;
           }
         }
-        f = std::make_unique<ChainFile>(cfg.per_user_dir + "/" + user_file_name(it.rec.user),
-                                        key, config);
+        f = std::make_unique<ChainFile>(cfg.per_user_dir + "/" + user_file_name(it.rec.user), key,
+                                        config);
       }
       std::string& buf = bufs[it.rec.user];
       if (buf.empty()) {
@@ -426,7 +428,9 @@ void AuditLog::write(nlohmann::json record) {
   enqueue(Item{AuditRecord{body_from_json(std::move(record)), {}}, nullptr}, false);
 }
 
-void AuditLog::write_record(AuditRecord record) { enqueue(Item{std::move(record), nullptr}, false); }
+void AuditLog::write_record(AuditRecord record) {
+  enqueue(Item{std::move(record), nullptr}, false);
+}
 
 void AuditLog::commit(AuditRecord record, std::function<void(CommitResult)> done) {
   enqueue(Item{std::move(record), std::move(done)}, true);
@@ -486,8 +490,7 @@ void AuditLog::run() {
       if (stop_ || reopen_ || commit_waiting_) break;
       std::optional<Clock::time_point> deadline;
       if (!queue_.empty()) deadline = oldest_ + live_.commit_delay;
-      if (out_->failing && (!deadline || out_->next_retry < *deadline))
-        deadline = out_->next_retry;
+      if (out_->failing && (!deadline || out_->next_retry < *deadline)) deadline = out_->next_retry;
       if (deadline && Clock::now() >= *deadline) break;
       if (deadline) {
         cv_.wait_until(lk, *deadline);

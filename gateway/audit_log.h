@@ -37,7 +37,8 @@ namespace socksgate::gateway {
 struct AuditConfig {
   std::string file;  // resolved path; empty = none
   bool to_stdout = false;
-  std::string syslog_facility;  // empty = no syslog; "auth", "authpriv", "daemon", "local0".."7", "user"
+  std::string
+      syslog_facility;  // empty = no syslog; "auth", "authpriv", "daemon", "local0".."7", "user"
   std::string syslog_socket = "/dev/log";
   std::string key_file;  // resolved path; empty = SHA-256 chain
   uint64_t epoch_records = 100000;
@@ -50,11 +51,11 @@ struct AuditConfig {
 
 // Counters (monotonic) and state, for metrics and tests.
 struct AuditStats {
-  uint64_t records = 0;        // records written
-  uint64_t batches = 0;        // write + fdatasync rounds
+  uint64_t records = 0;  // records written
+  uint64_t batches = 0;  // write + fdatasync rounds
   uint64_t write_failures = 0;
-  uint64_t records_lost = 0;   // dropped while failing
-  uint64_t not_durable = 0;    // fail-open commits that proceeded without a durable record
+  uint64_t records_lost = 0;  // dropped while failing
+  uint64_t not_durable = 0;   // fail-open commits that proceeded without a durable record
   bool failing = false;
 };
 
@@ -103,14 +104,14 @@ class AuditLog final : public AuditSink {
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Item> queue_;                     // guarded by mu_
-  bool commit_waiting_ = false;                // guarded by mu_
-  bool reopen_ = false;                        // guarded by mu_
-  bool stop_ = false;                          // guarded by mu_
-  bool stopped_ = false;                       // guarded by mu_
+  std::deque<Item> queue_;                        // guarded by mu_
+  bool commit_waiting_ = false;                   // guarded by mu_
+  bool reopen_ = false;                           // guarded by mu_
+  bool stop_ = false;                             // guarded by mu_
+  bool stopped_ = false;                          // guarded by mu_
   std::chrono::steady_clock::time_point oldest_;  // guarded by mu_
-  AuditConfig live_;                           // guarded by mu_
-  AuditStats stats_;                           // guarded by mu_
+  AuditConfig live_;                              // guarded by mu_
+  AuditStats stats_;                              // guarded by mu_
   std::thread writer_;
 };
 

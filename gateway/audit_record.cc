@@ -38,9 +38,7 @@ void append_json_string(std::string* out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out->push_back('"');
   size_t run = 0;  // start of the pending run of bytes that need no escaping
-  auto flush = [&](size_t i) {
-    out->append(s.data() + run, i - run);
-  };
+  auto flush = [&](size_t i) { out->append(s.data() + run, i - run); };
   for (size_t i = 0; i < s.size();) {
     auto c = static_cast<uint8_t>(s[i]);
     if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {

@@ -65,16 +65,20 @@ struct Verifier {
     return false;
   }
 
-  int file(const std::string& path, bool first_file) {
+  int file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     if (!in) {
       problems << path << ": cannot read\n";
       return kVerifyUsage;
     }
     std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text(path, data);
+  }
+
+  int text(const std::string& path, std::string_view data) {
     if (data.empty()) {
-      problems << path << ": record 1 (seq " << seq_text(prev ? std::optional(prev->seq + 1)
-                                                                : std::nullopt)
+      problems << path << ": record 1 (seq "
+               << seq_text(prev ? std::optional(prev->seq + 1) : std::nullopt)
                << "): empty log: every log starts with an audit_start or audit_segment record\n";
       return kVerifyBad;
     }
@@ -186,8 +190,8 @@ struct Verifier {
             << " bytes was cut off when the log was reopened (crash during a write)";
         } else {
           w << j.value("lost", nlohmann::json(0)).dump() << " records lost while the log "
-            << "could not be written (since " << j.value("since", std::string("?"))
-            << ": " << j.value("error", std::string("?")) << ")";
+            << "could not be written (since " << j.value("since", std::string("?")) << ": "
+            << j.value("error", std::string("?")) << ")";
         }
         problems << w.str() << "\n";
       }
@@ -196,12 +200,11 @@ struct Verifier {
     }
     if (!partial.empty()) {
       return bad(path, lines.size() + 1, prev ? std::optional(prev->seq + 1) : std::nullopt,
-                 "truncated tail: the last line is incomplete (" +
-                     std::to_string(partial.size()) + " bytes without a newline)");
+                 "truncated tail: the last line is incomplete (" + std::to_string(partial.size()) +
+                     " bytes without a newline)");
     }
-    (void)first_file;
-    report << path << ": ok: " << lines.size() << " records, seq " << seq_text(first_seq)
-           << ".." << seq_text(prev ? std::optional(prev->seq) : std::nullopt) << ", last hash "
+    report << path << ": ok: " << lines.size() << " records, seq " << seq_text(first_seq) << ".."
+           << seq_text(prev ? std::optional(prev->seq) : std::nullopt) << ", last hash "
            << (prev ? prev->hash : std::string("-")) << "\n";
     return kVerifyOk;
   }
@@ -212,10 +215,19 @@ struct Verifier {
 int verify_audit_files(const std::vector<std::string>& files, const std::vector<uint8_t>& key,
                        std::ostream& report, std::ostream& problems) {
   Verifier v{key, report, problems, {}, std::nullopt, false};
-  for (size_t i = 0; i < files.size(); ++i) {
-    int rc = v.file(files[i], i == 0);
+  for (const auto& f : files) {
+    int rc = v.file(f);
     if (rc != kVerifyOk) return rc;
   }
+  return v.gaps ? kVerifyGaps : kVerifyOk;
+}
+
+int verify_audit_text(const std::string& name, std::string_view data,
+                      const std::vector<uint8_t>& key, std::ostream& report,
+                      std::ostream& problems) {
+  Verifier v{key, report, problems, {}, std::nullopt, false};
+  int rc = v.text(name, data);
+  if (rc != kVerifyOk) return rc;
   return v.gaps ? kVerifyGaps : kVerifyOk;
 }
 

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace socksgate::gateway {
@@ -25,5 +26,10 @@ inline constexpr int kVerifyGaps = 4;   // intact, but records were lost (audit_
 // intact file to `report` and problems to `problems`. Returns one of the codes above.
 int verify_audit_files(const std::vector<std::string>& files, const std::vector<uint8_t>& key,
                        std::ostream& report, std::ostream& problems);
+
+// The same for one file's contents already in memory (`name` is used in messages).
+int verify_audit_text(const std::string& name, std::string_view data,
+                      const std::vector<uint8_t>& key, std::ostream& report,
+                      std::ostream& problems);
 
 }  // namespace socksgate::gateway

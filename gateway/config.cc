@@ -3,6 +3,7 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -16,6 +17,7 @@
 #include <tuple>
 
 #include "crypto/password_hash.h"
+#include "crypto/secure.h"
 #include "gateway/interfaces.h"
 
 namespace socksgate::gateway {
@@ -169,7 +171,15 @@ void read_audit(const JsonSource& src, std::vector<Diagnostic>* diags, Config* c
     }
   }
   if (auto s = r.string("syslog_socket", false)) a.syslog_socket = *s;
-  if (auto k = r.string("key_file", false)) a.key_file = resolve_path(cfg->path, *k);
+  if (auto k = r.string("key_file", false)) {
+    a.key_file = resolve_path(cfg->path, *k);
+    try {
+      auto key = load_audit_key(a.key_file);  // checked here so that `validate` says so
+      crypto::secure_zero(key.data(), key.size());
+    } catch (const std::exception& e) {
+      diags->push_back(src.at_value(r.ptr("key_file"), e.what()));
+    }
+  }
   if (auto v = r.integer("epoch_records", 1, int64_t{1} << 40))
     a.epoch_records = static_cast<uint64_t>(*v);
   read_duration(r, "epoch_seconds", 1, 10 * 365 * 86400, &a.epoch_seconds);
@@ -182,7 +192,14 @@ void read_audit(const JsonSource& src, std::vector<Diagnostic>* diags, Config* c
     }
   }
   read_duration(r, "commit_delay_ms", 0, 1000, &a.commit_delay);
-  if (auto d = r.string("per_user_dir", false)) a.per_user_dir = resolve_path(cfg->path, *d);
+  if (auto d = r.string("per_user_dir", false)) {
+    a.per_user_dir = resolve_path(cfg->path, *d);
+    struct stat st {};
+    if (::stat(a.per_user_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      diags->push_back(
+          src.at_value(r.ptr("per_user_dir"), a.per_user_dir + ": not an existing directory"));
+    }
+  }
 }
 
 void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cfg,

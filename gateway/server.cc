@@ -302,7 +302,7 @@ struct Server::Impl {
   asio::signal_set signals;
   std::map<Key, std::unique_ptr<Listener>> listeners;
   std::vector<std::unique_ptr<Listener>> retired;
-  std::shared_ptr<AuditLog> audit_log;               // the current one
+  std::shared_ptr<AuditLog> audit_log;              // the current one
   std::vector<std::weak_ptr<AuditLog>> audit_logs;  // every one made (sessions may hold old ones)
   bool stopping = false;
 };

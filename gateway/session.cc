@@ -787,9 +787,10 @@ void Session::finish(CloseReason reason) {
   if (rec_.bound) b.str("bound", format_endpoint(*rec_.bound));
   b.num("bytes_up", rec_.bytes_up)
       .num("bytes_down", rec_.bytes_down)
-      .num("duration_ms", static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                    Clock::now() - rec_.start)
-                                                    .count()))
+      .num("duration_ms",
+           static_cast<uint64_t>(
+               std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - rec_.start)
+                   .count()))
       .str("close_reason", to_string(reason));
   if (extra_.is_object()) {
     for (const auto& [k, v] : extra_.items()) b.json(k, v);

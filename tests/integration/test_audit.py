@@ -486,3 +486,16 @@ def test_verify_cli_usage():
     assert audit_verify().returncode == 2
     res = audit_verify("/nonexistent/audit.jsonl")
     assert res.returncode == 2 and "cannot read" in res.stderr
+
+
+def test_validate_checks_key_file_and_per_user_dir(gateway_factory):
+    cfg = default_config()
+    cfg["audit"] = {"file": "audit.jsonl", "key_file": "missing.key", "per_user_dir": "nodir"}
+    gw = gateway_factory(config=cfg, start=False)
+    res = subprocess.run([gw.bin, "validate", "--config", str(gw.config_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2, res
+    assert re.search(r"socksgate\.json:\d+:\d+: .*missing\.key: cannot open audit key file",
+                     res.stderr), res.stderr
+    assert re.search(r"socksgate\.json:\d+:\d+: .*nodir: not an existing directory",
+                     res.stderr), res.stderr

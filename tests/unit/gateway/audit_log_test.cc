@@ -1,5 +1,7 @@
 // The tamper-evident audit log: the writer (AuditLog), the hand-rolled record writer and the
 // verifier, on real files.
+#include "gateway/audit_log.h"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -19,7 +21,6 @@
 
 #include "crypto/audit_chain.h"
 #include "gateway/audit.h"
-#include "gateway/audit_log.h"
 #include "gateway/audit_record.h"
 #include "gateway/audit_verify.h"
 
@@ -122,8 +123,8 @@ TEST(RecordBuilder, UntrustedRoundTripsRandomBytes) {
     std::string s(rng() % 40, '\0');
     for (auto& c : s) {
       // Bias towards the interesting bytes: controls, quotes, backslashes, UTF-8 lead bytes.
-      static const char kSpecial[] = {'"', '\\', '\n', '\r', '\x01', '\x7f', '\xc3', '\xa9',
-                                      '\xff', '\xed', '\xf0', 'x'};
+      static const char kSpecial[] = {'"',    '\\',   '\n',   '\r',   '\x01', '\x7f',
+                                      '\xc3', '\xa9', '\xff', '\xed', '\xf0', 'x'};
       c = rng() % 3 ? kSpecial[rng() % sizeof kSpecial] : static_cast<char>(rng());
     }
     RecordBuilder b("t");
@@ -139,9 +140,12 @@ TEST(RecordBuilder, UntrustedRoundTripsRandomBytes) {
 
 TEST(RecordBuilder, InvalidUtf8InTrustedTextBecomesReplacementCharacter) {
   RecordBuilder b("t");
-  b.str("reason", std::string("a\xff" "b"));
+  b.str("reason", std::string("a\xff"
+                              "b"));
   auto j = nlohmann::json::parse("{" + b.take() + "}");
-  EXPECT_EQ(j["reason"], "a\xEF\xBF\xBD" "b");
+  EXPECT_EQ(j["reason"],
+            "a\xEF\xBF\xBD"
+            "b");
 }
 
 TEST(RecordBuilder, NumbersAndNestedJson) {
@@ -398,10 +402,12 @@ TEST(AuditLog, ReopenAfterRotationContinuesWithASegment) {
   auto seg = nlohmann::json::parse(lines[0]);
   EXPECT_EQ(seg["event"], "audit_segment");
   EXPECT_EQ(seg["seq"], 5);
-  EXPECT_EQ(seg["prev"], nlohmann::json::parse(split_lines(read_file(d.file("audit.jsonl.1"))).back())["hash"]);
+  EXPECT_EQ(seg["prev"],
+            nlohmann::json::parse(split_lines(read_file(d.file("audit.jsonl.1"))).back())["hash"]);
   Verdict all = verify({d.file("audit.jsonl.1"), d.file("audit.jsonl.2"), cfg.file});
   EXPECT_EQ(all.rc, kVerifyOk) << all.problems;
-  EXPECT_NE(all.report.find("audit.jsonl: ok: 2 records, seq 7..8"), std::string::npos) << all.report;
+  EXPECT_NE(all.report.find("audit.jsonl: ok: 2 records, seq 7..8"), std::string::npos)
+      << all.report;
   EXPECT_EQ(verify({d.file("audit.jsonl.2")}).rc, kVerifyOk);  // a segment stands on its own
   // A file missing between two others: the next segment does not link.
   Verdict missing = verify({d.file("audit.jsonl.1"), cfg.file});
@@ -477,7 +483,8 @@ TEST(AuditLog, PerUserFilesHaveTheirOwnChain) {
     AuditLog log(cfg);
     for (int i = 0; i < 6; ++i) {
       std::string user = i % 2 ? "alice" : std::string("b/../\x01ob");
-      log.write_record(AuditRecord{RecordBuilder("session_end").untrusted("user", user).take(), user});
+      log.write_record(
+          AuditRecord{RecordBuilder("session_end").untrusted("user", user).take(), user});
     }
     log.write_record(AuditRecord{RecordBuilder("auth_failure").take(), {}});
   }
@@ -499,9 +506,9 @@ TEST(AuditChain, DocumentedHashIsOverTheLineUpToTheHashField) {
   std::string line = out.substr(0, out.size() - 1);
   auto parts = crypto::split_audit_line(line);
   ASSERT_TRUE(parts);
-  EXPECT_EQ(std::string(parts->hashed),
-            std::string(R"({"seq":1,"prev":")") + std::string(crypto::kAuditZeroHash) +
-                R"(","time":"t","event":"e")");
+  EXPECT_EQ(std::string(parts->hashed), std::string(R"({"seq":1,"prev":")") +
+                                            std::string(crypto::kAuditZeroHash) +
+                                            R"(","time":"t","event":"e")");
   EXPECT_EQ(std::string(parts->hash), crypto::to_hex(crypto::sha256(parts->hashed)));
 }
 

@@ -1,5 +1,4 @@
 #include "gateway/audit.h"
-#include "gateway/audit_log.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -8,6 +7,8 @@
 #include <fstream>
 #include <random>
 #include <string>
+
+#include "gateway/audit_log.h"
 
 namespace socksgate::gateway {
 namespace {
