@@ -331,22 +331,32 @@ struct AuditLog::Output {
     auto now = Clock::now();
     if (now - last_side_report < kReportInterval) return;
     last_side_report = now;
-    log::warn("audit: ", what, ": ", errno_text(e));
+    if (e != 0) {
+      log::warn("audit: ", what, ": ", errno_text(e));
+    } else {
+      log::warn("audit: ", what);
+    }
   }
 
   // Appends a copy of each authenticated user's records to their own file (best effort: the
   // main file is the one sessions wait for).
   void to_user_files(const AuditConfig& cfg, std::deque<Item>& batch) {
+    if (cfg.per_user_dir != users_dir) {  // changed by a reload: start over there
+      users.clear();
+      users_dir = cfg.per_user_dir;
+    }
     if (cfg.per_user_dir.empty()) return;
     std::map<std::string, std::string> bufs;
     for (auto& it : batch) {
       if (it.rec.user.empty()) continue;
       auto& f = users[it.rec.user];
       if (!f) {
-        if (users.size() > kMaxOpenUserFiles) {
+        if (users.size() > kMaxOpenUserFiles) {  // bound the descriptors: close idle ones
           for (auto& [u, g] : users) {
-            g->close();
-            g->opened = false;
+            if (g && bufs.count(u) == 0) {
+              g->close();
+              g->opened = false;
+            }
           }
         }
         f = std::make_unique<ChainFile>(cfg.per_user_dir + "/" + user_file_name(it.rec.user), key,
@@ -390,7 +400,8 @@ struct AuditLog::Output {
   AuditConfig config;  // as constructed (file, key, epochs)
   std::vector<uint8_t> key;
   std::unique_ptr<ChainFile> main;
-  std::string first;  // the opening record still to write
+  std::string first;      // the opening record still to write
+  std::string users_dir;  // where `users` are
   std::map<std::string, std::unique_ptr<ChainFile>> users;
   std::map<std::string, crypto::AuditChain::State> saved_user_states;
   int syslog_fd = -1;

@@ -499,6 +499,30 @@ TEST(AuditLog, PerUserFilesHaveTheirOwnChain) {
   EXPECT_EQ(verify({bob}).rc, kVerifyOk);
 }
 
+TEST(AuditLog, PerUserFilesBeyondTheOpenFileLimitKeepTheirChains) {
+  TempDir d;
+  AuditConfig cfg;
+  cfg.file = d.file("audit.jsonl");
+  cfg.per_user_dir = d.file("users");
+  fs::create_directories(cfg.per_user_dir);
+  {
+    AuditLog log(cfg);
+    for (int round = 0; round < 2; ++round) {
+      for (int u = 0; u < 300; ++u) {
+        std::string user = "u" + std::to_string(u);
+        log.write_record(AuditRecord{RecordBuilder("session_end").str("user", user).take(), user});
+      }
+    }
+  }
+  for (int u : {0, 1, 150, 255, 256, 299}) {
+    std::string f = d.file("users/u" + std::to_string(u) + ".jsonl");
+    auto lines = split_lines(read_file(f));
+    EXPECT_EQ(lines.size(), 3u) << f;
+    Verdict v = verify({f});
+    EXPECT_EQ(v.rc, kVerifyOk) << f << ": " << v.problems;
+  }
+}
+
 TEST(AuditChain, DocumentedHashIsOverTheLineUpToTheHashField) {
   crypto::AuditChain chain({}, 1, std::chrono::seconds(1));
   std::string out;
