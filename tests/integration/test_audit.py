@@ -499,3 +499,12 @@ def test_validate_checks_key_file_and_per_user_dir(gateway_factory):
                      res.stderr), res.stderr
     assert re.search(r"socksgate\.json:\d+:\d+: .*nodir: not an existing directory",
                      res.stderr), res.stderr
+
+
+def test_docs_example_is_a_valid_chained_log(tmp_path):
+    text = (DOCS / "audit.md").read_text()
+    m = re.search(r"## Example.*?```json\n(.*?)```", text, re.S)
+    assert m, "docs/audit.md lost its example"
+    f = tmp_path / "example.jsonl"
+    f.write_text(m.group(1))
+    check_log(f)
