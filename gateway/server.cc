@@ -76,20 +76,32 @@ struct Server::Impl {
     return c == 0 ? 2 : c;
   }
 
-  // A new file (or key) is a new AuditLog; sessions that hold the old one finish their records
-  // there. Other audit settings change in place: two writers must never share one chain.
+  // One AuditLog per file, ever: two writers must never share one chain. A reload that names
+  // another file opens a new log (sessions that hold the old one finish their records there);
+  // one that names a file a live log already writes (the current one, or an older one that
+  // running sessions still hold) reuses that log and changes its other settings in place.
   void open_audit(const Config& cfg) {
-    if (audit_log && audit_log->config().file == cfg.audit.file &&
-        audit_log->config().key_file == cfg.audit.key_file) {
-      if (cfg.audit.epoch_records != audit_log->config().epoch_records ||
-          cfg.audit.epoch_seconds != audit_log->config().epoch_seconds) {
+    std::shared_ptr<AuditLog> same;
+    for (auto& w : audit_logs) {
+      auto a = w.lock();
+      if (a && a->config().file == cfg.audit.file) same = a;
+    }
+    if (same) {
+      const AuditConfig& was = same->config();
+      if (was.key_file != cfg.audit.key_file) {
+        log::warn("reload: a new audit.key_file for ", cfg.audit.file,
+                  " takes effect at restart (rotate the log first)");
+      }
+      if (was.epoch_records != cfg.audit.epoch_records ||
+          was.epoch_seconds != cfg.audit.epoch_seconds) {
         log::warn("reload: audit.epoch_records / epoch_seconds take effect at restart");
       }
-      audit_log->reconfigure(cfg.audit);
-      return;
+      same->reconfigure(cfg.audit);
+      audit_log = same;
+    } else {
+      audit_log = std::make_shared<AuditLog>(cfg.audit);
+      audit_logs.push_back(audit_log);
     }
-    audit_log = std::make_shared<AuditLog>(cfg.audit);
-    audit_logs.push_back(audit_log);
     state.audit.store(audit_log);
   }
 

@@ -508,3 +508,29 @@ def test_docs_example_is_a_valid_chained_log(tmp_path):
     f = tmp_path / "example.jsonl"
     f.write_text(m.group(1))
     check_log(f)
+
+
+def test_reload_never_forks_a_chain(gateway, echo_server):
+    """Reloads that change audit settings, move the log away and back while a session still
+    holds the old log: every file keeps one chain."""
+    held, _ = socks_connect(gateway.addr("main"), "alice", gateway.passwords["alice"],
+                            "127.0.0.1", echo_server.port)
+    cfg = default_config()
+    for audit in ({"file": "audit.jsonl", "stdout": True, "commit_delay_ms": 0},
+                  {"file": "audit-2.jsonl"},
+                  {"file": "audit.jsonl"}):
+        cfg["audit"] = audit
+        gateway.config_path.write_text(json.dumps(cfg))
+        ok, line = gateway.reload()
+        assert ok, line
+        s, _ = socks_connect(gateway.addr("main"), "alice", gateway.passwords["alice"],
+                             "127.0.0.1", echo_server.port)
+        s.close()
+    held.close()
+    gateway.wait_audit(lambda r: r.get("event") == "session_end", 3)
+    gateway.stop()
+    events = [r["event"] for r in gateway.audit()]
+    assert events.count("audit_start") == 1, events
+    assert events.count("session_start") == 3 and events.count("session_end") == 3, events
+    check_log(gateway.audit_path)
+    check_log(gateway.dir / "audit-2.jsonl")
