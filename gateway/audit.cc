@@ -1,8 +1,5 @@
 #include "gateway/audit.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -105,52 +102,18 @@ std::string to_rfc3339(std::chrono::system_clock::time_point now) {
   return buf;
 }
 
-JsonLinesAuditLog::JsonLinesAuditLog(const std::string& file, bool to_stdout)
-    : path_(file), to_stdout_(to_stdout) {
-  if (!file.empty()) {
-    fd_ = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (fd_ < 0) {
-      throw std::runtime_error(file + ": cannot open audit log: " + std::strerror(errno));
-    }
-  }
-}
-
-JsonLinesAuditLog::~JsonLinesAuditLog() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-namespace {
-bool write_all(int fd, const std::string& s) {
-  size_t off = 0;
-  while (off < s.size()) {
-    ssize_t n = ::write(fd, s.data() + off, s.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    off += static_cast<size_t>(n);
-  }
-  return true;
-}
-}  // namespace
-
-void JsonLinesAuditLog::write(nlohmann::json record) {
+std::string body_from_json(nlohmann::json record) {
+  if (!record.is_object()) record = nlohmann::json{{"event", "audit_error"}};
+  // The chain's own fields are the writer's; a record must not carry its own.
+  for (const char* k : {"seq", "epoch", "prev", "hash"}) record.erase(k);
   if (!record.contains("time")) record["time"] = now_rfc3339();
-  std::string line;
+  std::string s;
   try {
-    line = record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  } catch (const std::exception& e) {
-    line = R"({"event":"audit_error","error":"unserialisable record"})";
+    s = record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  } catch (const std::exception&) {
+    s = R"({"event":"audit_error","error":"unserialisable record"})";
   }
-  line.push_back('\n');
-  if (fd_ >= 0 && !write_all(fd_, line)) {
-    std::fprintf(stderr, "socksgate: audit write to %s failed: %s\n", path_.c_str(),
-                 std::strerror(errno));
-  }
-  if (to_stdout_) {
-    std::lock_guard lock(mu_);
-    write_all(STDOUT_FILENO, line);
-  }
+  return s.substr(1, s.size() - 2);  // without the braces
 }
 
 }  // namespace socksgate::gateway

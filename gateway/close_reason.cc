@@ -41,6 +41,7 @@ constexpr std::array<CloseInfo, static_cast<size_t>(CloseReason::kCount_)> kTabl
     {"busy", Reply::kGeneralFailure},
     {"internal_error", Reply::kGeneralFailure},
     {"gss_protection_failure", Reply::kGeneralFailure},
+    {"audit_unavailable", Reply::kGeneralFailure},
 }};
 }  // namespace
 

@@ -46,6 +46,7 @@ enum class CloseReason : uint8_t {
   kBusy,      // the blocking pool was full
   kInternalError,
   kGssProtection,  // GSS-API: a token failed to verify or had the wrong protection (closed)
+  kAuditUnavailable,  // the session_start record could not be made durable (fail-closed, REP 01)
   kCount_,
 };
 

@@ -4,6 +4,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -17,6 +18,7 @@
 #include <tuple>
 
 #include "crypto/password_hash.h"
+#include "crypto/secure.h"
 #include "gateway/interfaces.h"
 
 namespace socksgate::gateway {
@@ -277,6 +279,58 @@ void read_gssapi_keys(const JsonSource& src, const Ptr& at, std::vector<Diagnost
   if (auto v = r.integer("max_round_trips", 1, 64)) g->max_round_trips = static_cast<uint32_t>(*v);
 }
 
+// "audit": outputs, the chain's key and epochs, durability (docs/configuration.md).
+void read_audit(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cfg) {
+  ObjectReader r(src, Ptr("/audit"), diags,
+                 {"file", "stdout", "syslog", "syslog_socket", "key_file", "epoch_records",
+                  "epoch_seconds", "on_failure", "commit_delay_ms", "per_user_dir", "comment"});
+  AuditConfig& a = cfg->audit;
+  if (auto f = r.string("file", false)) a.file = resolve_path(cfg->path, *f);
+  if (auto s = r.boolean("stdout")) a.to_stdout = *s;
+  if (r.has("syslog")) {
+    const json& v = r.value("syslog");
+    if (v.is_boolean()) {
+      a.syslog_facility = v.get<bool>() ? "authpriv" : "";
+    } else if (v.is_string() && syslog_facility_code(v.get<std::string>()) >= 0) {
+      a.syslog_facility = v.get<std::string>();
+    } else {
+      diags->push_back(src.at_value(r.ptr("syslog"),
+                                    "\"syslog\" must be true, false or a facility: auth, "
+                                    "authpriv, daemon, user, local0..local7"));
+    }
+  }
+  if (auto s = r.string("syslog_socket", false)) a.syslog_socket = *s;
+  if (auto k = r.string("key_file", false)) {
+    a.key_file = resolve_path(cfg->path, *k);
+    try {
+      auto key = load_audit_key(a.key_file);  // checked here so that `validate` says so
+      crypto::secure_zero(key.data(), key.size());
+    } catch (const std::exception& e) {
+      diags->push_back(src.at_value(r.ptr("key_file"), e.what()));
+    }
+  }
+  if (auto v = r.integer("epoch_records", 1, int64_t{1} << 40))
+    a.epoch_records = static_cast<uint64_t>(*v);
+  read_duration(r, "epoch_seconds", 1, 10 * 365 * 86400, &a.epoch_seconds);
+  if (auto f = r.string("on_failure", false)) {
+    if (*f == "fail-closed" || *f == "fail-open") {
+      a.fail_open = *f == "fail-open";
+    } else {
+      diags->push_back(src.at_value(r.ptr("on_failure"),
+                                    "\"on_failure\" must be \"fail-closed\" or \"fail-open\""));
+    }
+  }
+  read_duration(r, "commit_delay_ms", 0, 1000, &a.commit_delay);
+  if (auto d = r.string("per_user_dir", false)) {
+    a.per_user_dir = resolve_path(cfg->path, *d);
+    struct stat st {};
+    if (::stat(a.per_user_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      diags->push_back(
+          src.at_value(r.ptr("per_user_dir"), a.per_user_dir + ": not an existing directory"));
+    }
+  }
+}
+
 void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cfg,
                     bool have_userpass) {
   Ptr at("/listeners");
@@ -517,9 +571,7 @@ void read_rest(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cf
     }
   }
   if (src.root().contains("audit")) {
-    ObjectReader r(src, Ptr("/audit"), diags, {"file", "stdout", "comment"});
-    if (auto f = r.string("file", false)) cfg->audit.file = resolve_path(cfg->path, *f);
-    if (auto s = r.boolean("stdout")) cfg->audit.to_stdout = *s;
+    read_audit(src, diags, cfg);
   }
   if (src.root().contains("limits")) {
     ObjectReader r(src, Ptr("/limits"), diags,

@@ -16,6 +16,7 @@
 #include "auth/registry.h"
 #include "auth/userpass/userpass_authenticator.h"
 #include "crypto/tls.h"
+#include "gateway/audit_log.h"
 #include "gateway/interfaces.h"
 #include "gateway/privsep.h"
 #include "policy/policy.h"
@@ -95,11 +96,6 @@ struct UserPassConfig {
   std::vector<std::pair<std::string, std::string>> inline_users;  // user, hash
   auth::userpass::UserPassSettings settings;
   auth::userpass::ThrottleSettings throttle;
-};
-
-struct AuditConfig {
-  std::string file;  // resolved path; empty = none
-  bool to_stdout = false;
 };
 
 struct ThreadsConfig {

@@ -1,9 +1,10 @@
 // socksgate: the gateway's single binary. Subcommands:
 //   run, validate, explain, hash-password, version  (see `socksgate --help`)
-// Exit codes: 0 success (explain: allowed), 1 runtime failure, 2 usage or invalid
-// configuration, 3 explain: denied.
+// Exit codes: 0 success (explain: allowed), 1 runtime failure (audit verify: tampered), 2 usage
+// or invalid configuration, 3 explain: denied, 4 audit verify: intact with gaps.
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <termios.h>
@@ -25,6 +26,8 @@
 #include "auth/userpass/login_throttle.h"
 #include "crypto/password_hash.h"
 #include "crypto/secure.h"
+#include "gateway/audit_log.h"
+#include "gateway/audit_verify.h"
 #include "gateway/config.h"
 #include "gateway/log.h"
 #include "gateway/privsep.h"
@@ -57,6 +60,7 @@ const char* kMainHelp =
     "  validate       check a configuration and everything it refers to\n"
     "  explain        show how policy decides one request, rule by rule\n"
     "  hash-password  read a password on stdin, print a crypt(3) yescrypt hash\n"
+    "  audit verify   check an audit log's hash chain\n"
     "  version        print the version\n"
     "\n"
     "`socksgate <command> --help` describes each. Exit codes: 0 ok, 1 failure,\n"
@@ -74,7 +78,7 @@ const std::map<std::string, std::string> kHelp = {
      "                     DIR/server.key (made by certs/make-certs.sh init DIR)\n"
      "  --ready-file FILE  once listening, write {\"pid\":..,\"listeners\":[..]} to FILE\n"
      "  --log-level LEVEL  debug | info | warn | error (default info)\n"
-     "Signals: SIGHUP reloads, SIGTERM/SIGINT drain and stop.\n"},
+     "Signals: SIGHUP reloads, SIGUSR1 reopens the audit log, SIGTERM/SIGINT drain and stop.\n"},
     {"validate",
      "usage: socksgate validate --config FILE\n"
      "\n"
@@ -95,6 +99,15 @@ const std::map<std::string, std::string> kHelp = {
      "\n"
      "Reads one password from standard input (no echo on a terminal) and prints its\n"
      "yescrypt hash, for password files (user:hash lines).\n"},
+    {"audit",
+     "usage: socksgate audit verify [--key KEYFILE] FILE...\n"
+     "\n"
+     "Checks the hash chain of an audit log (several files: one rotated log, oldest first).\n"
+     "Prints \"FILE: ok: ...\" with the last sequence number and hash per intact file; at the\n"
+     "first bad record prints \"FILE: record N (seq S): what\" and stops. --key: the\n"
+     "audit.key_file of an HMAC'ed log.\n"
+     "Exit 0 intact, 1 tampered or truncated, 2 usage or unreadable, 4 intact but records were\n"
+     "lost while the log could not be written (audit_gap).\n"},
     {"version", "usage: socksgate version\n"},
 };
 
@@ -230,11 +243,22 @@ int cmd_run(const Args& args) {
                   " stays root; the gateway becomes ", plan->user, ":", plan->group,
                   plan->chroot.empty() ? std::string() : " in chroot " + plan->chroot,
                   " once its listeners are bound");
-    opts.after_bind = [&plan] {
+    const std::string audit_file = snap.config->audit.file;
+    opts.after_bind = [&plan, audit_file] {
+      // The audit file is the gateway's own output: after the drop it must still be able to
+      // reopen it (recovery after a full disk, reload). Created now if the writer has not yet.
+      if (!audit_file.empty()) {
+        int fd = ::open(audit_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (fd < 0 || ::fchown(fd, plan->uid, plan->gid) != 0) {
+          sg::log::warn("cannot hand the audit file ", audit_file, " to ", plan->user, ": ",
+                        std::strerror(errno), " (it may not be reopened after the drop)");
+        }
+        if (fd >= 0) ::close(fd);
+      }
       sg::drop_privileges(*plan);
       // Names from the plan: NSS may be out of reach inside a chroot.
-      sg::log::info("privileges dropped: serving as uid=", plan->uid, "(", plan->user, ") gid=",
-                    plan->gid, "(", plan->group, ")",
+      sg::log::info("privileges dropped: serving as uid=", plan->uid, "(", plan->user,
+                    ") gid=", plan->gid, "(", plan->group, ")",
                     ", no supplementary groups, no capabilities, no_new_privs");
     };
   } else {
@@ -258,6 +282,7 @@ int cmd_run(const Args& args) {
   sigaddset(&control_signals, SIGHUP);
   sigaddset(&control_signals, SIGTERM);
   sigaddset(&control_signals, SIGINT);
+  sigaddset(&control_signals, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &control_signals, nullptr);
   sg::Server server(std::move(snap), opts);
   int rc = server.run();
@@ -393,6 +418,46 @@ int cmd_explain(const Args& args) {
   return any ? kExitOk : kExitDenied;
 }
 
+// socksgate audit verify [--key KEYFILE] FILE...
+int cmd_audit(int argc, char** argv) {
+  if (argc >= 3 && (std::strcmp(argv[2], "--help") == 0 || std::strcmp(argv[2], "-h") == 0)) {
+    std::fputs(kHelp.at("audit").c_str(), stdout);
+    return kExitOk;
+  }
+  if (argc < 3 || std::strcmp(argv[2], "verify") != 0) {
+    throw UsageError(argc < 3 ? "missing subcommand (verify)"
+                              : std::string("unknown subcommand \"") + argv[2] + "\"");
+  }
+  std::vector<std::string> files;
+  std::string key_file;
+  for (int i = 3; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(kHelp.at("audit").c_str(), stdout);
+      return kExitOk;
+    }
+    if (a == "--key" || a.rfind("--key=", 0) == 0) {
+      if (a == "--key") {
+        if (i + 1 >= argc) throw UsageError("--key needs a value");
+        key_file = argv[++i];
+      } else {
+        key_file = a.substr(6);
+      }
+    } else if (a.rfind("--", 0) == 0) {
+      throw UsageError("unknown option " + a);
+    } else {
+      files.push_back(a);
+    }
+  }
+  if (files.empty()) throw UsageError("no FILE to verify");
+  std::vector<uint8_t> key;
+  if (!key_file.empty()) key = sg::load_audit_key(key_file);
+  int rc = sg::verify_audit_files(files, key, std::cout, std::cerr);
+  std::cout.flush();
+  socksgate::crypto::secure_zero(key.data(), key.size());
+  return rc;
+}
+
 int cmd_hash_password() {
   bool tty = ::isatty(STDIN_FILENO);
   termios old{};
@@ -435,6 +500,7 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   try {
+    if (cmd == "audit") return cmd_audit(argc, argv);
     std::optional<Args> args;
     if (cmd == "run") {
       args.emplace(argc, argv, 2,

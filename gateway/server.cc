@@ -62,6 +62,7 @@ struct Server::Impl {
         state(threads_or_cores(initial.config->threads.blocking),
               initial.config->threads.blocking_queue, initial.config->threads.resolver),
         signals(control, SIGHUP, SIGTERM, SIGINT) {
+    signals.add(SIGUSR1);
     if (opts.throttle) state.throttle = opts.throttle;
     size_t n = threads_or_cores(initial.config->threads.io);
     for (size_t i = 0; i < n; ++i) ios.push_back(std::make_unique<asio::io_context>(1));
@@ -75,10 +76,33 @@ struct Server::Impl {
     return c == 0 ? 2 : c;
   }
 
+  // One AuditLog per file, ever: two writers must never share one chain. A reload that names
+  // another file opens a new log (sessions that hold the old one finish their records there);
+  // one that names a file a live log already writes (the current one, or an older one that
+  // running sessions still hold) reuses that log and changes its other settings in place.
   void open_audit(const Config& cfg) {
-    state.audit.store(std::make_shared<JsonLinesAuditLog>(cfg.audit.file, cfg.audit.to_stdout));
-    audit_file = cfg.audit.file;
-    audit_stdout = cfg.audit.to_stdout;
+    std::shared_ptr<AuditLog> same;
+    for (auto& w : audit_logs) {
+      auto a = w.lock();
+      if (a && a->config().file == cfg.audit.file) same = a;
+    }
+    if (same) {
+      const AuditConfig& was = same->config();
+      if (was.key_file != cfg.audit.key_file) {
+        log::warn("reload: a new audit.key_file for ", cfg.audit.file,
+                  " takes effect at restart (rotate the log first)");
+      }
+      if (was.epoch_records != cfg.audit.epoch_records ||
+          was.epoch_seconds != cfg.audit.epoch_seconds) {
+        log::warn("reload: audit.epoch_records / epoch_seconds take effect at restart");
+      }
+      same->reconfigure(cfg.audit);
+      audit_log = same;
+    } else {
+      audit_log = std::make_shared<AuditLog>(cfg.audit);
+      audit_logs.push_back(audit_log);
+    }
+    state.audit.store(audit_log);
   }
 
   // Opens listeners to match `cfg`: keeps those whose address/port is unchanged, opens new
@@ -198,9 +222,7 @@ struct Server::Impl {
     try {
       Snapshot snap = load_snapshot(opts.config_path, state.throttle);
       sync_listeners(*snap.config);
-      if (snap.config->audit.file != audit_file || snap.config->audit.to_stdout != audit_stdout) {
-        open_audit(*snap.config);
-      }
+      open_audit(*snap.config);
       state.snapshot.store(std::make_shared<const Snapshot>(std::move(snap)));
       write_ready_file();
       log::info("reload: configuration ", opts.config_path, " loaded");
@@ -240,6 +262,9 @@ struct Server::Impl {
       if (ec) co_return;
       if (sig == SIGHUP) {
         reload();
+      } else if (sig == SIGUSR1) {
+        log::info("signal ", sig, ": reopening the audit log");
+        if (audit_log) audit_log->reopen();
       } else {
         log::info("signal ", sig, ": stopping");
         co_await drain();
@@ -266,10 +291,16 @@ struct Server::Impl {
     sigaddset(&control_signals, SIGHUP);
     sigaddset(&control_signals, SIGTERM);
     sigaddset(&control_signals, SIGINT);
+    sigaddset(&control_signals, SIGUSR1);
     pthread_sigmask(SIG_UNBLOCK, &control_signals, nullptr);
     control.run();
     for (auto& io : ios) io->stop();
     for (auto& t : threads) t.join();
+    // Write what is queued and stop every audit writer while the I/O contexts still exist (a
+    // writer completes a commit by posting to a session's context).
+    for (auto& w : audit_logs) {
+      if (auto a = w.lock()) a->shutdown();
+    }
     log::info("stopped");
     return 0;
   }
@@ -284,8 +315,8 @@ struct Server::Impl {
   asio::signal_set signals;
   std::map<Key, std::unique_ptr<Listener>> listeners;
   std::vector<std::unique_ptr<Listener>> retired;
-  std::string audit_file;
-  bool audit_stdout = false;
+  std::shared_ptr<AuditLog> audit_log;              // the current one
+  std::vector<std::weak_ptr<AuditLog>> audit_logs;  // every one made (sessions may hold old ones)
   bool stopping = false;
 };
 

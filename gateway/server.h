@@ -3,6 +3,7 @@
 // listeners, and the control thread that handles signals:
 //   SIGHUP  re-read config, policy and password file; validate; swap atomically. A bad file
 //           keeps the old configuration and logs why. Listeners are added/removed to match.
+//   SIGUSR1 reopen the audit log file (log rotation).
 //   SIGTERM stop accepting, let running sessions finish for limits.drain_timeout, close the
 //   SIGINT  rest, exit 0.
 

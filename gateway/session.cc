@@ -21,6 +21,7 @@
 #include "crypto/gss_channel.h"
 #include "crypto/secure.h"
 #include "crypto/tls.h"
+#include "gateway/audit_record.h"
 #include "gateway/bind.h"
 #include "gateway/log.h"
 #include "gateway/relay.h"
@@ -163,6 +164,42 @@ json base_record(std::string_view event, const SessionRecord& r) {
   return j;
 }
 
+// The fields every hot record (session_start, session_end) carries, as base_record() has them.
+void add_base(RecordBuilder& b, const SessionRecord& r) {
+  b.str("session", r.id)
+      .str("listener", r.listener)
+      .str("client", r.client.address().to_string())
+      .num("client_port", r.client.port());
+  if (r.tls) {
+    b.str("tls_version", r.tls->version).str("tls_cipher", r.tls->cipher);
+    if (!r.tls->sni.empty()) b.untrusted("tls_sni", r.tls->sni);
+    b.json("tls_resumed", r.tls->resumed);
+    if (const auto& c = r.tls->cert) {
+      b.untrusted("cert_subject", c->subject)
+          .untrusted("cert_issuer", c->issuer)
+          .str("cert_serial", c->serial)
+          .str("cert_sha256", c->sha256);
+      if (c->user) b.untrusted("cert_user", *c->user);
+    }
+  }
+  if (!r.method.empty()) b.str("method", r.method);
+  if (!r.user.empty()) b.untrusted("user", r.user);
+  if (!r.principal.empty()) b.untrusted("principal", r.principal);
+  if (!r.protection.empty()) b.str("protection", r.protection);
+  if (r.command) b.str("command", *r.command);
+  if (r.requested) {
+    if (r.requested->type == socks5::AddressType::kDomain) {
+      b.untrusted("host", r.requested->domain);
+    } else {
+      b.str("host", r.requested->ip.to_string());
+    }
+    b.num("port", r.port);
+  }
+  if (r.remote) b.str("address", r.remote->address().to_string());
+  if (!r.rule_id.empty()) b.str("rule", r.rule_id);
+  if (!r.decision.empty()) b.str("decision", r.decision);
+}
+
 class Session {
  public:
   Session(ServerState& state, std::shared_ptr<const Snapshot> snap, std::string listener,
@@ -208,9 +245,13 @@ class Session {
       asio::ip::tcp::acceptor& acceptor, const std::vector<policy::IpAddress>& expected,
       bool any_peer, const policy::DecisionRequest& base);
   asio::awaitable<void> relay_and_finish();
+  // A copy goes to the user's own file (audit.per_user_dir) once the user is authenticated.
   void audit(json j) {
-    if (audit_) audit_->write(std::move(j));
+    if (audit_) audit_->write_record(AuditRecord{body_from_json(std::move(j)), identity_.user});
   }
+  // session_start, durable before the success reply. False: refuse the session (REP 01,
+  // close reason audit_unavailable).
+  asio::awaitable<bool> commit_start();
   void audit_denied(std::string_view stage, const policy::Decision& d) {
     json j = base_record("denied", rec_);
     j["stage"] = stage;
@@ -275,6 +316,25 @@ class GssDatagrams final : public DatagramProtection {
 struct SessionControl {
   Session* session = nullptr;
 };
+
+asio::awaitable<bool> Session::commit_start() {
+  if (!audit_) co_return true;
+  RecordBuilder b("session_start");
+  add_base(b, rec_);
+  b.str("start", rec_.start_time);
+  if (rec_.bound) b.str("bound", format_endpoint(*rec_.bound));
+  if (extra_.is_object()) {
+    for (const auto& [k, v] : extra_.items()) b.json(k, v);
+  }
+  // A named record, not a temporary inside the co_await (GCC 12 destroys those twice).
+  AuditRecord rec{b.take(), identity_.user};
+  CommitResult r = co_await async_commit(*audit_, std::move(rec), asio::use_awaitable);
+  if (r == CommitResult::kRefused) {
+    log::warn("session ", rec_.id, ": refused: the audit log cannot be written");
+    co_return false;
+  }
+  co_return true;
+}
 
 asio::awaitable<void> Session::send_reply(socks5::Reply rep) {
   if (reply_sent_) co_return;
@@ -623,6 +683,11 @@ asio::awaitable<void> Session::run_connect() {
   }
   std::error_code ec;
   rec_.bound = upstream_.local_endpoint(ec);
+  if (!co_await commit_start()) {
+    co_await send_reply(describe(CloseReason::kAuditUnavailable).reply);
+    finish(CloseReason::kAuditUnavailable);
+    co_return;
+  }
   co_await send_reply(socks5::Reply::kSucceeded);
   co_await relay_and_finish();
 }
@@ -730,6 +795,11 @@ asio::awaitable<void> Session::run_bind() {
     co_return;
   }
   rec_.bound = acceptor.local_endpoint(ec);
+  if (!co_await commit_start()) {
+    co_await send_reply(describe(CloseReason::kAuditUnavailable).reply);
+    finish(CloseReason::kAuditUnavailable);
+    co_return;
+  }
   if (co_await write_reply(socks5::Reply::kSucceeded, *rec_.bound)) {
     finish(CloseReason::kClientReset);
     co_return;
@@ -824,6 +894,11 @@ asio::awaitable<void> Session::run_udp(bool in_stream) {
   if (!listener_->udp_advertise.empty())
     advertised = asio::ip::make_address(listener_->udp_advertise, ec);
   rec_.bound = asio::ip::tcp::endpoint(advertised, relay.port());
+  if (!co_await commit_start()) {
+    co_await send_reply(describe(CloseReason::kAuditUnavailable).reply);
+    finish(CloseReason::kAuditUnavailable);
+    co_return;
+  }
   co_await send_reply(socks5::Reply::kSucceeded);
   rec_.phase = SessionPhase::kRelay;
   CloseReason reason = co_await assoc.run(channel_->lowest_layer());
@@ -902,17 +977,22 @@ void Session::finish(CloseReason reason) {
   if (reason == CloseReason::kTlsError && tls_ != nullptr && !extra_.contains("tls_error")) {
     extra_["tls_error"] = tls_->last_error();
   }
-  json j = base_record("session_end", rec_);
-  j["start"] = rec_.start_time;
-  j["phase"] = phase_name(at);
-  if (rec_.bound) j["bound"] = format_endpoint(*rec_.bound);
-  j["bytes_up"] = rec_.bytes_up;
-  j["bytes_down"] = rec_.bytes_down;
-  j["duration_ms"] =
-      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - rec_.start).count();
-  j["close_reason"] = to_string(reason);
-  if (extra_.is_object()) j.update(extra_);
-  audit(std::move(j));
+  if (!audit_) return;
+  RecordBuilder b("session_end");
+  add_base(b, rec_);
+  b.str("start", rec_.start_time).str("phase", phase_name(at));
+  if (rec_.bound) b.str("bound", format_endpoint(*rec_.bound));
+  b.num("bytes_up", rec_.bytes_up)
+      .num("bytes_down", rec_.bytes_down)
+      .num("duration_ms",
+           static_cast<uint64_t>(
+               std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - rec_.start)
+                   .count()))
+      .str("close_reason", to_string(reason));
+  if (extra_.is_object()) {
+    for (const auto& [k, v] : extra_.items()) b.json(k, v);
+  }
+  audit_->write_record(AuditRecord{b.take(), identity_.user});
 }
 
 }  // namespace

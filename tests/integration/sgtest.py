@@ -747,3 +747,38 @@ def connect_refused(addr: tuple[str, int]) -> bool:
         return e.errno == errno.ECONNREFUSED
     s.close()
     return False
+
+
+# --------------------------------------------------------------------------------------------
+# Audit log: schema and chain
+# --------------------------------------------------------------------------------------------
+
+AUDIT_SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "audit.schema.json"
+
+
+def audit_validator():
+    """A jsonschema validator for docs/audit.schema.json (the documented record format)."""
+    import jsonschema
+    schema = json.loads(AUDIT_SCHEMA_PATH.read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def assert_audit_schema(lines: list[str]) -> None:
+    """Every line is one JSON object that the documented schema accepts."""
+    v = audit_validator()
+    for line in lines:
+        rec = json.loads(line)
+        errors = sorted(v.iter_errors(rec), key=lambda e: list(e.path))
+        assert not errors, f"{line}\n" + "\n".join(e.message for e in errors[:5])
+
+
+def audit_verify(*files, key: str | Path | None = None,
+                 binary: str = SOCKSGATE_BIN) -> subprocess.CompletedProcess:
+    """`socksgate audit verify [--key KEY] FILE...` (returncode, stdout, stderr as text)."""
+    args = [binary, "audit", "verify"]
+    if key is not None:
+        args += ["--key", str(key)]
+    return subprocess.run(args + [str(f) for f in files], capture_output=True, text=True,
+                          timeout=120)

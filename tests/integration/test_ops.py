@@ -362,8 +362,9 @@ def test_reload_adds_and_removes_listeners_and_moves_audit(gateway, echo_server)
     gateway.audit_path = gateway.dir / "audit-2.jsonl"
     ends = gateway.wait_audit(lambda r: r.get("event") == "session_end", 2)
     assert sorted(r["listener"] for r in ends) == ["extra", "main"]
-    assert not (gateway.dir / "audit.jsonl").exists() or \
-        (gateway.dir / "audit.jsonl").read_text() == ""
+    # The old log holds only its own opening record (audit_start): no session went there.
+    old = (gateway.dir / "audit.jsonl").read_text().splitlines()
+    assert [json.loads(l)["event"] for l in old] == ["audit_start"], old
 
 
 def test_reload_with_20_live_sessions(gateway, echo_server):
@@ -663,9 +664,10 @@ def check_session_end_fields(gateway, target, listener, dst):
     assert start <= when and (when - t_after).total_seconds() < slack
     assert isinstance(end["duration_ms"], int) and 0 <= end["duration_ms"] <= wall_ms + 50
     assert abs((when - start).total_seconds() * 1000 - end["duration_ms"]) < 50
-    # Exactly one session_end for this session, and none of its records holds the password.
+    # Exactly one session_start (durable before the reply) and one session_end for this
+    # session, and none of its records holds the password.
     same = [r for r in gateway.audit() if r.get("session") == end["session"]]
-    assert [r["event"] for r in same] == ["session_end"]
+    assert [r["event"] for r in same] == ["session_start", "session_end"]
     assert gateway.passwords["alice"] not in "\n".join(gateway.audit_lines())
 
 
@@ -694,10 +696,12 @@ def assert_audit_file_clean(gw):
     raw.decode("utf-8")  # strict: valid UTF-8 throughout
     lines = raw.split(b"\n")
     assert lines[-1] == b""
+    n = 0
     for l in lines[:-1]:
         assert not any(c < 0x20 for c in l), l  # no raw control characters
-        json.loads(l)
-    return len(lines) - 1
+        # The log's own records (audit_start, ...) are not about sessions.
+        n += not json.loads(l)["event"].startswith("audit_")
+    return n
 
 
 def test_audit_escapes_untrusted_user(gateway):

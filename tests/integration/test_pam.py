@@ -343,6 +343,10 @@ def test_run_as_names_another_user(gateway_factory):
     gw.config_path.write_text(__import__("json").dumps(cfg))
     os.chown(gw.dir, pwd.getpwnam(cfg_user).pw_uid, pwd.getpwnam(cfg_user).pw_gid)
     gw.start()
+    # The ready file is written just before the drop (nothing is served before it): wait.
+    deadline = time.monotonic() + 10
+    while proc_status(gw.proc.pid)["Uid"].split()[0] == "0" and time.monotonic() < deadline:
+        time.sleep(0.01)
     st = proc_status(gw.proc.pid)
     pw = pwd.getpwnam(cfg_user)
     assert st["Uid"].split() == [str(pw.pw_uid)] * 4

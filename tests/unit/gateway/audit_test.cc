@@ -8,6 +8,8 @@
 #include <random>
 #include <string>
 
+#include "gateway/audit_log.h"
+
 namespace socksgate::gateway {
 namespace {
 
@@ -41,31 +43,41 @@ TEST(EscapeUntrusted, RoundTripsRandomBytesAndAlwaysDumpsAsOneJsonLine) {
   }
 }
 
-TEST(JsonLinesAuditLog, AppendsOneLinePerRecordWithTime) {
+TEST(AuditLog, AppendsOneChainedLinePerRecordWithTime) {
   auto path = std::filesystem::temp_directory_path() / ("audit_test_" + std::to_string(::getpid()));
   std::filesystem::remove(path);
   {
-    JsonLinesAuditLog log(path.string(), false);
+    AuditConfig cfg;
+    cfg.file = path.string();
+    AuditLog log(cfg);
     log.write({{"event", "session_end"}, {"user", escape_untrusted("evil\n\"user\x01")}});
     log.write({{"event", "denied"}});
   }
   std::ifstream in(path);
-  std::string l1, l2, l3;
+  std::string l0, l1, l2, l3;
+  ASSERT_TRUE(std::getline(in, l0));
   ASSERT_TRUE(std::getline(in, l1));
   ASSERT_TRUE(std::getline(in, l2));
   EXPECT_FALSE(std::getline(in, l3));
+  auto j0 = nlohmann::json::parse(l0);
+  EXPECT_EQ(j0["event"], "audit_start");
+  EXPECT_EQ(j0["seq"], 1);
   auto j1 = nlohmann::json::parse(l1);
   EXPECT_EQ(j1["event"], "session_end");
   EXPECT_EQ(j1["user"], "evil\n\"user\x01");
+  EXPECT_EQ(j1["seq"], 2);
+  EXPECT_EQ(j1["prev"], j0["hash"]);
   EXPECT_TRUE(j1.contains("time"));
   EXPECT_EQ(std::filesystem::status(path).permissions() & std::filesystem::perms::all,
             std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   std::filesystem::remove(path);
 }
 
-TEST(JsonLinesAuditLog, UnopenableFileIsAClearError) {
+TEST(AuditLog, UnopenableFileIsAClearError) {
   try {
-    JsonLinesAuditLog log("/nonexistent-dir/audit.jsonl", false);
+    AuditConfig cfg;
+    cfg.file = "/nonexistent-dir/audit.jsonl";
+    AuditLog log(cfg);
     FAIL();
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent-dir/audit.jsonl: cannot open audit log"),
