@@ -1,6 +1,7 @@
 #include "gateway/agent_config.h"
 
 #include <fcntl.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
@@ -101,7 +102,7 @@ void read_gateway(const JsonSource& src, std::vector<Diagnostic>* diags, AgentCo
   if (auto v = r.string("ca", false)) g.tls.ca_file = resolve_path(cfg->path, *v);
   if (auto v = r.string("pin_sha256", false)) {
     std::string pin = *v;
-    if (pin.rfind("sha256:", 0) == 0) pin = pin.substr(7);
+    if (pin.size() > 7 && strncasecmp(pin.c_str(), "sha256:", 7) == 0) pin = pin.substr(7);
     if (!is_hex64(pin)) {
       diags->push_back(
           src.at_value(r.ptr("pin_sha256"),
