@@ -2,6 +2,7 @@
 // Helpers shared by the benchmark tools (socksbench, udpbench): /proc CPU accounting, exact
 // send/recv, percentiles, the fd limit. POSIX only, no project libraries.
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -15,7 +16,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -152,6 +156,44 @@ inline double machine_busy_seconds() {
                      steal = 0;
   f >> cpu >> user >> nice >> sys >> idle >> iowait >> irq >> softirq >> steal;
   return static_cast<double>(user + nice + sys + irq + softirq + steal) / hz;
+}
+
+// Every live process under `roots` (the roots included), from /proc.
+inline std::vector<pid_t> process_tree(const std::vector<pid_t>& roots) {
+  std::multimap<pid_t, pid_t> children;
+  if (DIR* d = opendir("/proc")) {
+    while (dirent* e = readdir(d)) {
+      char* end = nullptr;
+      long v = std::strtol(e->d_name, &end, 10);
+      if (end == e->d_name || *end != '\0') continue;
+      if (auto ps = read_proc_stat(static_cast<pid_t>(v))) {
+        children.emplace(ps->ppid, static_cast<pid_t>(v));
+      }
+    }
+    closedir(d);
+  }
+  std::vector<pid_t> out;
+  std::deque<pid_t> todo(roots.begin(), roots.end());
+  while (!todo.empty()) {
+    pid_t p = todo.front();
+    todo.pop_front();
+    if (std::find(out.begin(), out.end(), p) != out.end()) continue;
+    if (access(("/proc/" + std::to_string(p)).c_str(), F_OK) != 0) continue;
+    out.push_back(p);
+    auto range = children.equal_range(p);
+    for (auto it = range.first; it != range.second; ++it) todo.push_back(it->second);
+  }
+  return out;
+}
+
+// CPU seconds (user + system, reaped children included) of those processes.
+inline double tree_cpu_seconds(const std::vector<pid_t>& roots) {
+  static const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
+  unsigned long long ticks = 0;
+  for (pid_t p : process_tree(roots)) {
+    if (auto ps = read_proc_stat(p)) ticks += ps->ticks;
+  }
+  return static_cast<double>(ticks) / hz;
 }
 
 inline double percentile(std::vector<double>& v, double q) {

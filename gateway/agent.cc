@@ -33,7 +33,6 @@
 #include "gateway/relay.h"
 #include "gateway/socks5.h"
 #include "gateway/timeout.h"
-#include "gateway/udp_frame.h"
 #include "gateway/udp_header.h"
 #include "gateway/upstream.h"
 
@@ -458,7 +457,9 @@ asio::awaitable<bool> AgentSession::negotiate_socks5() {
         return socks5::parse_request(in, &req_, consumed);
       },
       socks5::kMaxRequestSize);
-  if (ec == socks5::Errc::kUnknownCommand) {
+  // UDP in stream is between the agent and the gateway; local applications use UDP ASSOCIATE.
+  if (ec == socks5::Errc::kUnknownCommand ||
+      (!ec && req_.command == static_cast<uint8_t>(socks5::Command::kUdpInStream))) {
     co_await answer(socks5::Reply::kCommandNotSupported, 0, {});
     co_return false;
   }
@@ -617,8 +618,8 @@ asio::awaitable<void> AgentSession::run_udp() {
   socks5::Address zeros;
   zeros.type = socks5::AddressType::kIpv4;
   zeros.ip = asio::ip::address_v4::any();
-  if (std::error_code ec =
-          co_await gw_->write_all(socks5::encode_request(socks5::kCommandUdpInStream, zeros, 0))) {
+  if (std::error_code ec = co_await gw_->write_all(
+          socks5::encode_request(static_cast<uint8_t>(socks5::Command::kUdpInStream), zeros, 0))) {
     log::warn(what(), ": gateway ", st_.where, ": ", ec.message());
     co_await answer(socks5::Reply::kGeneralFailure, 502, {});
     co_return;
@@ -666,22 +667,22 @@ asio::awaitable<void> AgentSession::run_udp() {
 
 asio::awaitable<void> AgentSession::udp_up(udp::socket& sock,
                                            std::optional<udp::endpoint>& client) {
-  // Room for the frame header right before the datagram: one write per datagram, no copy.
-  std::vector<uint8_t> buf(socks5::kUdpFrameHeaderSize + 0xffff);
+  std::vector<uint8_t> buf(0xffff);
+  std::vector<uint8_t> frame;
+  frame.reserve(socks5::kMaxStreamFrameSize);
   for (;;) {
     udp::endpoint from;
-    auto [ec, n] = co_await sock.async_receive_from(
-        asio::buffer(buf.data() + socks5::kUdpFrameHeaderSize, 0xffff), from, kUse);
+    auto [ec, n] = co_await sock.async_receive_from(asio::buffer(buf), from, kUse);
     if (ec) co_return;
     if (from.address() != peer_.address()) continue;  // not our local client
     if (client && from != *client) continue;
     socks5::UdpHeader h;
-    std::span<const uint8_t> dg(buf.data() + socks5::kUdpFrameHeaderSize, n);
+    std::span<const uint8_t> dg(buf.data(), n);
     if (socks5::parse_udp_header(dg, &h) || h.frag != 0) continue;
     if (!client) client = from;
-    auto head = socks5::encode_udp_frame_header(static_cast<uint16_t>(n));
-    std::copy(head.begin(), head.end(), buf.begin());
-    if (co_await gw_->write_all(std::span<const uint8_t>(buf.data(), head.size() + n))) co_return;
+    frame.clear();
+    socks5::encode_stream_frame(&frame, dg);
+    if (co_await gw_->write_all(frame)) co_return;
   }
 }
 
@@ -692,11 +693,11 @@ asio::awaitable<void> AgentSession::udp_down(udp::socket& sock,
     std::error_code ec = co_await gw_->read_message(
         [&datagram](std::span<const uint8_t> in, size_t* consumed) {
           std::span<const uint8_t> dg;
-          std::error_code e = socks5::parse_udp_frame(in, &dg, consumed);
+          std::error_code e = socks5::parse_stream_frame(in, &dg, consumed);
           if (!e) datagram.assign(dg.begin(), dg.end());
           return e;
         },
-        socks5::kMaxUdpFrameSize);
+        socks5::kMaxStreamFrameSize);
     if (ec) {
       if (ec != asio::error::eof) log::debug(what(), ": gateway stream: ", ec.message());
       co_return;

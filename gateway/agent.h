@@ -4,7 +4,7 @@
 // local session it opens a TLS connection to the gateway (certificate verified against a CA
 // file and/or a pinned SHA-256 of its key, optional client certificate), signs on with the
 // configured GatewayAuth, and relays CONNECT, BIND and UDP ASSOCIATE — UDP travels inside
-// the TLS connection (gateway/udp_frame.h, docs/agent.md).
+// the TLS connection (docs/udp-over-tls.md).
 //
 // Threads: one io_context on the calling thread runs every session (a user's machine needs
 // no more), so the shared state below (gateway health, session count) needs no locks. Name

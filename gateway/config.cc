@@ -467,7 +467,8 @@ Snapshot load_snapshot(const std::string& path,
 }
 
 Snapshot default_snapshot(const std::string& demo_password,
-                          std::shared_ptr<auth::userpass::LoginThrottle> throttle) {
+                          std::shared_ptr<auth::userpass::LoginThrottle> throttle,
+                          const std::string& demo_pki) {
   json doc = {
       {"listeners",
        {{{"name", "loopback4"},
@@ -496,6 +497,14 @@ Snapshot default_snapshot(const std::string& demo_password,
              {"commands", {"connect"}}},
             {{"id", "deny-rest"}, {"action", "block"}}}}}}}},
   };
+  if (!demo_pki.empty()) {
+    doc["listeners"].push_back(
+        {{"name", "tls4"},
+         {"address", "127.0.0.1"},
+         {"port", 1443},
+         {"methods", {"userpass"}},
+         {"tls", {{"cert", demo_pki + "/server.pem"}, {"key", demo_pki + "/server.key"}}}});
+  }
   return load_snapshot_text("<embedded>", doc.dump(2), std::move(throttle));
 }
 

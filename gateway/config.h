@@ -128,7 +128,10 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
 
 // The embedded default: userpass on 127.0.0.1:1080 and [::1]:1080, one user "demo" with the
 // given password, allowed to reach loopback ports >= 1024 and public addresses. Audit to stdout.
+// With `demo_pki` (a directory made by certs/make-certs.sh), also a TLS listener on
+// 127.0.0.1:1443 with its server.pem / server.key.
 Snapshot default_snapshot(const std::string& demo_password,
-                          std::shared_ptr<auth::userpass::LoginThrottle> throttle);
+                          std::shared_ptr<auth::userpass::LoginThrottle> throttle,
+                          const std::string& demo_pki = "");
 
 }  // namespace socksgate::gateway

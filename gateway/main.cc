@@ -66,10 +66,13 @@ const char* kMainHelp =
 const std::map<std::string, std::string> kHelp = {
     {"run",
      "usage: socksgate run [--config FILE] [--ready-file FILE] [--log-level LEVEL]\n"
+     "                     [--demo-pki DIR]\n"
      "\n"
      "Serves SOCKS5. Without --config, runs the embedded demo configuration: userpass on\n"
      "127.0.0.1:1080 and [::1]:1080, user \"demo\" with a random password printed at start.\n"
      "  --config FILE      JSON configuration (see docs/configuration.md)\n"
+     "  --demo-pki DIR     demo only: also TLS on 127.0.0.1:1443 with DIR/server.pem and\n"
+     "                     DIR/server.key (made by certs/make-certs.sh init DIR)\n"
      "  --ready-file FILE  once listening, write {\"pid\":..,\"listeners\":[..]} to FILE\n"
      "  --log-level LEVEL  debug | info | warn | error (default info)\n"
      "Signals: SIGHUP reloads, SIGTERM/SIGINT drain and stop.\n"},
@@ -82,9 +85,11 @@ const std::map<std::string, std::string> kHelp = {
      "usage: socksgate explain --config FILE --user USER --from IP --to HOST:PORT\n"
      "                         [--command connect|bind|udp] [--listener NAME]\n"
      "                         [--method METHOD] [--group GROUP]... [--no-resolve]\n"
+     "                         [--client-certificate]\n"
      "\n"
      "Shows the client-rule decision and, for each address HOST resolves to, the rule that\n"
      "decides and why each earlier rule did not match. --user \"\" means anonymous.\n"
+     "--client-certificate: the client presented a verified TLS client certificate.\n"
      "Exit 0 if the request would be allowed, 3 if denied.\n"},
     {"hash-password",
      "usage: socksgate hash-password\n"
@@ -203,13 +208,21 @@ int cmd_run(const Args& args) {
     snap = sg::load_snapshot(*path, throttle);
   } else {
     std::string pw = random_password();
-    snap = sg::default_snapshot(pw, throttle);
+    std::string pki = args.get("demo-pki").value_or("");
+    snap = sg::default_snapshot(pw, throttle, pki);
     std::fprintf(stderr,
                  "socksgate: embedded demo configuration\n"
                  "  SOCKS5 with username/password on 127.0.0.1:1080 and [::1]:1080\n"
                  "  user: demo   password: %s\n"
                  "  try:  curl --socks5-hostname demo:%s@127.0.0.1:1080 http://127.0.0.1:8000/\n",
                  pw.c_str(), pw.c_str());
+    if (!pki.empty()) {
+      std::fprintf(
+          stderr,
+          "  TLS (then SOCKS5 inside) on 127.0.0.1:1443, CA %s/ca.pem, key pin %s/server.pin\n"
+          "  try:  openssl s_client -connect 127.0.0.1:1443 -CAfile %s/ca.pem -brief\n",
+          pki.c_str(), pki.c_str(), pki.c_str());
+    }
   }
   // Writes to a peer that went away must be errors, not a process kill (splice can raise it).
   std::signal(SIGPIPE, SIG_IGN);
@@ -316,6 +329,7 @@ int cmd_explain(const Args& args) {
   req.user = user;
   req.groups = args.all("group");
   req.method = method;
+  req.client_certificate = args.flag("client-certificate");
   req.listener = listener;
   req.client = *client;
   req.command = *command;
@@ -416,7 +430,11 @@ int main(int argc, char** argv) {
   }
   try {
     std::optional<Args> args;
-    if (cmd == "run" || cmd == "agent") {
+    if (cmd == "run") {
+      args.emplace(argc, argv, 2,
+                   std::vector<std::string>{"config", "ready-file", "log-level", "demo-pki"},
+                   std::vector<std::string>{});
+    } else if (cmd == "agent") {
       args.emplace(argc, argv, 2, std::vector<std::string>{"config", "ready-file", "log-level"},
                    std::vector<std::string>{});
     } else if (cmd == "validate") {
@@ -425,7 +443,7 @@ int main(int argc, char** argv) {
       args.emplace(argc, argv, 2,
                    std::vector<std::string>{"config", "user", "from", "to", "command", "listener",
                                             "method", "group"},
-                   std::vector<std::string>{"no-resolve"});
+                   std::vector<std::string>{"no-resolve", "client-certificate"});
     } else {
       args.emplace(argc, argv, 2, std::vector<std::string>{}, std::vector<std::string>{});
     }

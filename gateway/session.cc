@@ -52,6 +52,7 @@ std::optional<policy::Command> to_policy_command(uint8_t cmd) {
     case socks5::Command::kBind:
       return policy::Command::kBind;
     case socks5::Command::kUdpAssociate:
+    case socks5::Command::kUdpInStream:
       return policy::Command::kUdpAssociate;
   }
   return std::nullopt;
@@ -196,7 +197,8 @@ class Session {
   policy::DecisionRequest decision_request(policy::Command cmd) const;
   asio::awaitable<void> run_connect();
   asio::awaitable<void> run_bind();
-  asio::awaitable<void> run_udp();
+  // in_stream: command 0x80, the datagrams travel as frames on the channel itself.
+  asio::awaitable<void> run_udp(bool in_stream = false);
   asio::awaitable<std::optional<asio::ip::tcp::socket>> accept_bind_peer(
       asio::ip::tcp::acceptor& acceptor, const std::vector<policy::IpAddress>& expected,
       bool any_peer, const policy::DecisionRequest& base);
@@ -554,6 +556,8 @@ asio::awaitable<void> Session::run() {
     co_await run_bind();
   } else if (request_.command == static_cast<uint8_t>(socks5::Command::kUdpAssociate)) {
     co_await run_udp();
+  } else if (request_.command == static_cast<uint8_t>(socks5::Command::kUdpInStream)) {
+    co_await run_udp(/*in_stream=*/true);
   } else {
     co_await run_connect();
   }
@@ -716,7 +720,7 @@ asio::awaitable<void> Session::run_bind() {
 
 // UDP ASSOCIATE: policy must allow some UDP destination for this user; then a relay socket on
 // the address the client reached, the reply, and datagrams until the control connection ends.
-asio::awaitable<void> Session::run_udp() {
+asio::awaitable<void> Session::run_udp(bool in_stream) {
   const Config& cfg = *snap_->config;
   rec_.phase = SessionPhase::kConnect;
   policy::DecisionRequest req = decision_request(policy::Command::kUdpAssociate);
@@ -746,6 +750,18 @@ asio::awaitable<void> Session::run_udp() {
                          j["decision"] = "block";
                          audit(std::move(j));
                        });
+  if (in_stream) {
+    extra_["udp_in_stream"] = true;
+    rec_.bound = asio::ip::tcp::endpoint(asio::ip::address_v4::any(), 0);
+    co_await send_reply(socks5::Reply::kSucceeded);
+    rec_.phase = SessionPhase::kRelay;
+    CloseReason reason = co_await assoc.run_stream(*channel_);
+    rec_.bytes_up = assoc.counters().bytes_up;
+    rec_.bytes_down = assoc.counters().bytes_down;
+    extra_["udp"] = assoc.summary();
+    finish(reason);
+    co_return;
+  }
   asio::ip::udp::endpoint relay;
   if ((ec = assoc.open(local, &relay))) {
     log::warn("session ", rec_.id, ": UDP: cannot open relay socket: ", ec.message());

@@ -116,7 +116,9 @@ std::error_code parse_request(std::span<const uint8_t> in, Request* out, size_t*
   if (in[0] != kVersion) return Errc::kBadVersion;
   if (in.size() < 2) return ParseErrc::kNeedMore;
   uint8_t cmd = in[1];
-  if (cmd < 0x01 || cmd > 0x03) return Errc::kUnknownCommand;
+  if ((cmd < 0x01 || cmd > 0x03) && cmd != static_cast<uint8_t>(Command::kUdpInStream)) {
+    return Errc::kUnknownCommand;
+  }
   if (in.size() < 4) return ParseErrc::kNeedMore;
   // in[2] is RSV. RFC 1928 says 00; we accept anything there, as every deployed server does.
   Address addr;

@@ -20,7 +20,14 @@ inline constexpr uint8_t kVersion = 0x05;
 inline constexpr size_t kMaxGreetingSize = 2 + 255;
 inline constexpr size_t kMaxRequestSize = 4 + 1 + 255 + 2;
 
-enum class Command : uint8_t { kConnect = 0x01, kBind = 0x02, kUdpAssociate = 0x03 };
+// 0x80 is socksgate's private "UDP in stream" (UDP ASSOCIATE whose datagrams travel as frames
+// inside the connection, for TLS clients behind NAT; docs/udp-over-tls.md).
+enum class Command : uint8_t {
+  kConnect = 0x01,
+  kBind = 0x02,
+  kUdpAssociate = 0x03,
+  kUdpInStream = 0x80,
+};
 enum class AddressType : uint8_t { kIpv4 = 0x01, kDomain = 0x03, kIpv6 = 0x04 };
 
 // REP field values.

@@ -15,6 +15,10 @@ class UdpCategory final : public std::error_category {
     switch (static_cast<UdpErrc>(ev)) {
       case UdpErrc::kTruncated:
         return "truncated SOCKS5 UDP request header";
+      case UdpErrc::kBadFrameVersion:
+        return "UDP-in-stream frame with an unknown version";
+      case UdpErrc::kEmptyFrame:
+        return "empty UDP-in-stream frame";
     }
     return "unknown SOCKS5 UDP error";
   }
@@ -59,6 +63,26 @@ void encode_udp_header(std::vector<uint8_t>* out, const Address& dst, uint16_t p
   out->push_back(0x00);
   out->push_back(0x00);  // FRAG
   append_address(out, dst, port);
+}
+
+std::error_code parse_stream_frame(std::span<const uint8_t> in, std::span<const uint8_t>* datagram,
+                                   size_t* consumed) {
+  if (in.empty()) return crypto::ParseErrc::kNeedMore;
+  if (in[0] != kStreamFrameVersion) return UdpErrc::kBadFrameVersion;
+  if (in.size() < 3) return crypto::ParseErrc::kNeedMore;
+  size_t len = (size_t{in[1]} << 8) | in[2];
+  if (len == 0) return UdpErrc::kEmptyFrame;
+  if (in.size() < 3 + len) return crypto::ParseErrc::kNeedMore;
+  *datagram = in.subspan(3, len);
+  *consumed = 3 + len;
+  return {};
+}
+
+void encode_stream_frame(std::vector<uint8_t>* out, std::span<const uint8_t> datagram) {
+  out->push_back(kStreamFrameVersion);
+  out->push_back(static_cast<uint8_t>(datagram.size() >> 8));
+  out->push_back(static_cast<uint8_t>(datagram.size() & 0xff));
+  out->insert(out->end(), datagram.begin(), datagram.end());
 }
 
 }  // namespace socksgate::gateway::socks5

@@ -22,7 +22,9 @@ namespace socksgate::gateway::socks5 {
 inline constexpr size_t kMaxUdpHeaderSize = 2 + 1 + 1 + 1 + 255 + 2;
 
 enum class UdpErrc {
-  kTruncated = 1,  // the datagram ends inside the header
+  kTruncated = 1,    // the datagram ends inside the header
+  kBadFrameVersion,  // UDP in stream: a frame with a VER other than 1
+  kEmptyFrame,       // UDP in stream: LEN 0 (a datagram always has a header)
 };
 const std::error_category& udp_category();
 inline std::error_code make_error_code(UdpErrc e) { return {static_cast<int>(e), udp_category()}; }
@@ -51,5 +53,19 @@ void encode_udp_header(std::vector<uint8_t>* out, const asio::ip::address& addr,
 // The same for a destination as a client sent it, domain names included (FRAG 0); a domain
 // must be 1..255 bytes, as parse_udp_header and parse_request give it.
 void encode_udp_header(std::vector<uint8_t>* out, const Address& dst, uint16_t port);
+
+// UDP in stream (socksgate extension, docs/udp-over-tls.md): after `05 80 00 ATYP ADDR PORT`
+// and a success reply, datagrams travel inside the TCP/TLS connection as frames
+//
+//   VER(1) = 0x01   LEN(2, big-endian)   DATAGRAM(LEN)   (DATAGRAM = header above + DATA)
+//
+// parse_stream_frame is incremental (crypto::ParseErrc::kNeedMore until a frame is whole);
+// *datagram points into `in`.
+inline constexpr uint8_t kStreamFrameVersion = 0x01;
+inline constexpr size_t kMaxStreamFrameSize = 3 + 65535;
+std::error_code parse_stream_frame(std::span<const uint8_t> in, std::span<const uint8_t>* datagram,
+                                   size_t* consumed);
+// Appends one frame; `datagram` must be 1..65535 bytes.
+void encode_stream_frame(std::vector<uint8_t>* out, std::span<const uint8_t> datagram);
 
 }  // namespace socksgate::gateway::socks5

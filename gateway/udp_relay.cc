@@ -48,7 +48,8 @@ UdpAssociation::UdpAssociation(asio::any_io_executor ex, asio::ip::address clien
       resolver_(resolver),
       settings_(settings),
       denied_audit_(std::move(denied_audit)),
-      client_sock_(ex) {
+      client_sock_(ex),
+      wake_(ex) {
   if (client_port != 0) client_ep_ = udp::endpoint(client_ip_, client_port);
   up_bucket_.datagrams = down_bucket_.datagrams = settings_.max_datagrams_per_s;
   up_bucket_.bytes = down_bucket_.bytes = static_cast<double>(settings_.max_bytes_per_s);
@@ -232,63 +233,70 @@ asio::awaitable<void> UdpAssociation::client_loop() {
         ++counters_.dropped_foreign;
         continue;
       }
-      socks5::UdpHeader h;
-      if (socks5::parse_udp_header(std::span<const uint8_t>(buf.get(), n), &h)) {
-        ++counters_.dropped_malformed;
-        continue;
-      }
-      if (h.frag != 0) {
-        ++counters_.dropped_frag;
-        continue;
-      }
-      size_t payload = n - h.header_size;
-      if (!take(true, payload)) {
-        ++counters_.dropped_rate;
-        continue;
-      }
-      // Fast path: an IP destination already allowed needs no coroutine, no policy call.
-      std::optional<udp::endpoint> dest;
-      if (h.dst.type != socks5::AddressType::kDomain) {
-        udp::endpoint ep(canonical(h.dst.ip), h.port);
-        if (auto known = decisions_.find(ep);
-            known != decisions_.end() && known->second.allowed && flows_.contains(ep)) {
-          dest = ep;
-        }
-      }
-      if (!dest) {
-        dest = co_await destination_for(h.dst, h.port);
-        // The association may have ended while we resolved (a cancellation that arrived
-        // when nothing cancellable was pending is only visible through closing_).
-        if (closing_ || !client_sock_.is_open()) co_return;
-      }
-      if (!dest) continue;
-      UdpFlow& flow = flows_[*dest];  // std::map references stay valid: flows are never erased
-      udp::socket* out = outbound(dest->address(), flow.egress);
-      if (out == nullptr) {
-        ++counters_.dropped_unroutable;
-        continue;
-      }
-      auto data = asio::buffer(buf.get() + h.header_size, payload);
-      std::error_code sec;
-      size_t sent = out->send_to(data, *dest, 0, sec);
-      if (sec == asio::error::would_block) {
-        auto [aec, asent] = co_await out->async_send_to(data, *dest, kUse);
-        sec = aec;
-        sent = asent;
-      }
-      if (sec) {
-        if (!client_sock_.is_open()) co_return;
-        continue;
-      }
-      last_activity_ = now;
-      ++counters_.datagrams_up;
-      counters_.bytes_up += sent;
-      ++flow.datagrams_up;
-      flow.bytes_up += sent;
-      flow.last_seen = wall;
-      if (flow.first_seen == std::chrono::system_clock::time_point{}) flow.first_seen = wall;
+      if (!co_await forward_up(std::span<const uint8_t>(buf.get(), n), now, wall)) co_return;
     }
   }
+}
+
+asio::awaitable<bool> UdpAssociation::forward_up(std::span<const uint8_t> dgram,
+                                                 Clock::time_point now,
+                                                 std::chrono::system_clock::time_point wall) {
+  socks5::UdpHeader h;
+  if (socks5::parse_udp_header(dgram, &h)) {
+    ++counters_.dropped_malformed;
+    co_return true;
+  }
+  if (h.frag != 0) {
+    ++counters_.dropped_frag;
+    co_return true;
+  }
+  size_t payload = dgram.size() - h.header_size;
+  if (!take(true, payload)) {
+    ++counters_.dropped_rate;
+    co_return true;
+  }
+  // Fast path: an IP destination already allowed needs no coroutine, no policy call.
+  std::optional<udp::endpoint> dest;
+  if (h.dst.type != socks5::AddressType::kDomain) {
+    udp::endpoint ep(canonical(h.dst.ip), h.port);
+    if (auto known = decisions_.find(ep);
+        known != decisions_.end() && known->second.allowed && flows_.contains(ep)) {
+      dest = ep;
+    }
+  }
+  if (!dest) {
+    dest = co_await destination_for(h.dst, h.port);
+    // The association may have ended while we resolved (a cancellation that arrived
+    // when nothing cancellable was pending is only visible through closing_).
+    if (closing_ || (stream_ == nullptr && !client_sock_.is_open())) co_return false;
+  }
+  if (!dest) co_return true;
+  UdpFlow& flow = flows_[*dest];  // std::map references stay valid: flows are never erased
+  udp::socket* out = outbound(dest->address(), flow.egress);
+  if (out == nullptr) {
+    ++counters_.dropped_unroutable;
+    co_return true;
+  }
+  auto data = asio::buffer(dgram.data() + h.header_size, payload);
+  std::error_code sec;
+  size_t sent = out->send_to(data, *dest, 0, sec);
+  if (sec == asio::error::would_block) {
+    auto [aec, asent] = co_await out->async_send_to(data, *dest, kUse);
+    sec = aec;
+    sent = asent;
+  }
+  if (sec) {
+    if (closing_ || (stream_ == nullptr && !client_sock_.is_open())) co_return false;
+    co_return true;
+  }
+  last_activity_ = now;
+  ++counters_.datagrams_up;
+  counters_.bytes_up += sent;
+  ++flow.datagrams_up;
+  flow.bytes_up += sent;
+  flow.last_seen = wall;
+  if (flow.first_seen == std::chrono::system_clock::time_point{}) flow.first_seen = wall;
+  co_return true;
 }
 
 asio::awaitable<void> UdpAssociation::upstream_loop(udp::socket& sock) {
@@ -311,13 +319,13 @@ asio::awaitable<void> UdpAssociation::upstream_loop(udp::socket& sock) {
       }
       udp::endpoint src(canonical(from.address()), from.port());
       auto flow = flows_.find(src);
-      if (flow == flows_.end() || !client_ep_) {
+      if (flow == flows_.end() || (stream_ == nullptr && !client_ep_)) {
         ++counters_.dropped_unsolicited;
         continue;
       }
       // The reply plus its header must fit one datagram to the client; never cut it short.
       size_t header = src.address().is_v4() ? 10 : 22;
-      size_t limit = client_ep_->address().is_v4() ? 65507 : 65527;
+      size_t limit = stream_ != nullptr ? 65535 : client_ep_->address().is_v4() ? 65507 : 65527;
       if (n + header > limit) {
         ++counters_.dropped_oversize;
         continue;
@@ -329,16 +337,11 @@ asio::awaitable<void> UdpAssociation::upstream_loop(udp::socket& sock) {
       out.clear();
       socks5::encode_udp_header(&out, src.address(), src.port());
       out.insert(out.end(), buf.get(), buf.get() + n);
-      std::error_code sec;
-      client_sock_.send_to(asio::buffer(out), *client_ep_, 0, sec);
-      if (sec == asio::error::would_block) {
-        auto [aec, asent] =
-            co_await client_sock_.async_send_to(asio::buffer(out), *client_ep_, kUse);
-        (void)asent;
-        sec = aec;
-      }
-      if (sec) {
-        if (!sock.is_open() || !client_sock_.is_open()) co_return;
+      if (std::error_code sec = co_await deliver_down(out)) {
+        if (!sock.is_open() || closing_ || (stream_ == nullptr && !client_sock_.is_open())) {
+          co_return;
+        }
+        if (sec == asio::error::no_buffer_space) ++counters_.dropped_rate;
         continue;
       }
       last_activity_ = now;
@@ -349,6 +352,90 @@ asio::awaitable<void> UdpAssociation::upstream_loop(udp::socket& sock) {
       flow->second.last_seen = wall;
     }
   }
+}
+
+asio::awaitable<std::error_code> UdpAssociation::deliver_down(const std::vector<uint8_t>& dgram) {
+  if (stream_ != nullptr) {
+    constexpr size_t kMaxQueued = 1 << 20;  // bytes waiting for the stream writer
+    if (queued_bytes_ + dgram.size() > kMaxQueued) co_return asio::error::no_buffer_space;
+    std::vector<uint8_t> frame;
+    frame.reserve(dgram.size() + 3);
+    socks5::encode_stream_frame(&frame, dgram);
+    queued_bytes_ += frame.size();
+    frames_.push_back(std::move(frame));
+    wake_.cancel();
+    co_return std::error_code{};
+  }
+  std::error_code sec;
+  client_sock_.send_to(asio::buffer(dgram), *client_ep_, 0, sec);
+  if (sec == asio::error::would_block) {
+    auto [aec, asent] = co_await client_sock_.async_send_to(asio::buffer(dgram), *client_ep_, kUse);
+    (void)asent;
+    sec = aec;
+  }
+  co_return sec;
+}
+
+// Frames from the client, each one datagram, until EOF or a bad frame.
+asio::awaitable<void> UdpAssociation::stream_reader(crypto::Channel& ch) {
+  std::vector<uint8_t> dgram;
+  for (;;) {
+    std::error_code ec = co_await ch.read_message(
+        [&](std::span<const uint8_t> in, size_t* consumed) {
+          std::span<const uint8_t> d;
+          std::error_code pec = socks5::parse_stream_frame(in, &d, consumed);
+          if (!pec) dgram.assign(d.begin(), d.end());
+          return pec;
+        },
+        socks5::kMaxStreamFrameSize);
+    if (ec) {
+      if (ec.category() == socks5::udp_category())
+        stream_end_ = CloseReason::kProtocolError;
+      else
+        stream_end_ = from_client_read_error(ec);
+      closing_ = true;
+      co_return;
+    }
+    if (!co_await forward_up(dgram, Clock::now(), std::chrono::system_clock::now())) {
+      closing_ = true;
+      co_return;
+    }
+  }
+}
+
+asio::awaitable<void> UdpAssociation::stream_writer(crypto::Channel& ch) {
+  for (;;) {
+    while (!frames_.empty()) {
+      std::vector<uint8_t> f = std::move(frames_.front());
+      frames_.pop_front();
+      queued_bytes_ -= f.size();
+      if (std::error_code ec = co_await ch.write_all(f)) {
+        stream_end_ = from_client_read_error(ec);
+        closing_ = true;
+        co_return;
+      }
+    }
+    if (closing_) co_return;
+    wake_.expires_at(Clock::time_point::max());
+    co_await wake_.async_wait(kUse);  // cancelled by deliver_down, or by the end
+    if (closing_) co_return;
+  }
+}
+
+asio::awaitable<CloseReason> UdpAssociation::run_stream(crypto::Channel& client) {
+  using namespace asio::experimental::awaitable_operators;
+  stream_ = &client;
+  client_ep_.reset();
+  auto r = co_await (stream_reader(client) || idle_watch() || stream_writer(client));
+  closing_ = true;
+  std::error_code ec;
+  for (auto& [key, sock] : outs_) sock->close(ec);
+  asio::steady_timer t(ex_);
+  while (loops_ > 0) {  // as in run(): no reply loop may outlive *this
+    t.expires_after(std::chrono::milliseconds(1));
+    co_await t.async_wait(kUse);
+  }
+  co_return r.index() == 1 ? CloseReason::kIdleTimeout : stream_end_;
 }
 
 asio::awaitable<void> UdpAssociation::control_watch(asio::ip::tcp::socket& control) {

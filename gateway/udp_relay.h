@@ -20,8 +20,10 @@
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/ip/udp.hpp>
+#include <asio/steady_timer.hpp>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -31,6 +33,7 @@
 #include <string>
 
 #include "crypto/blocking_pool.h"
+#include "crypto/channel.h"
 #include "gateway/close_reason.h"
 #include "gateway/interfaces.h"
 #include "gateway/socks5.h"
@@ -88,6 +91,11 @@ class UdpAssociation {
   // Relays until `control` reaches EOF/error or the idle timeout. Returns why it ended.
   asio::awaitable<CloseReason> run(asio::ip::tcp::socket& control);
 
+  // UDP in stream (command 0x80, docs/udp-over-tls.md): the datagrams travel as frames on the
+  // client's channel (TLS from behind NAT) instead of through a client-facing UDP socket; no
+  // open() needed. Relays until the stream ends, a malformed frame, or the idle timeout.
+  asio::awaitable<CloseReason> run_stream(crypto::Channel& client);
+
   const UdpCounters& counters() const { return counters_; }
   // {"destinations": [...], "dropped": {...}} for the session_end record.
   nlohmann::json summary() const;
@@ -98,6 +106,15 @@ class UdpAssociation {
     std::string rule;
   };
   asio::awaitable<void> client_loop();
+  // One datagram from the client (header + data): policy, rate caps, send. False when the
+  // association is ending.
+  asio::awaitable<bool> forward_up(std::span<const uint8_t> dgram,
+                                   std::chrono::steady_clock::time_point now,
+                                   std::chrono::system_clock::time_point wall);
+  // A reply (header + data) to the client: a datagram, or a frame queued on the stream.
+  asio::awaitable<std::error_code> deliver_down(const std::vector<uint8_t>& dgram);
+  asio::awaitable<void> stream_reader(crypto::Channel& ch);
+  asio::awaitable<void> stream_writer(crypto::Channel& ch);
   asio::awaitable<void> upstream_loop(asio::ip::udp::socket& sock);
   asio::awaitable<void> upstream_task(asio::ip::udp::socket* sock);
   asio::awaitable<void> control_watch(asio::ip::tcp::socket& control);
@@ -122,6 +139,13 @@ class UdpAssociation {
   UdpSettings settings_;
   AuditFn denied_audit_;
   asio::ip::udp::socket client_sock_;
+  // Stream mode: frames waiting for the writer (bounded; over the bound = dropped, as a full
+  // socket buffer would), and the writer's wake-up.
+  crypto::Channel* stream_ = nullptr;
+  std::deque<std::vector<uint8_t>> frames_;
+  size_t queued_bytes_ = 0;
+  asio::steady_timer wake_;
+  CloseReason stream_end_ = CloseReason::kClientClosed;
   std::map<std::string, std::unique_ptr<asio::ip::udp::socket>> outs_;  // by source address
   int loops_ = 0;                                                       // reply loops still running
   bool closing_ = false;  // the association is ending (control connection closed or idle)

@@ -9,6 +9,7 @@
 #include <span>
 #include <vector>
 
+#include "crypto/parse.h"
 #include "gateway/socks5.h"
 #include "gateway/udp_header.h"
 
@@ -33,8 +34,29 @@ bool same(const s5::UdpHeader& a, const s5::UdpHeader& b) {
 
 }  // namespace
 
+// The same bytes as a UDP-in-stream byte stream: frames parse back to back, every frame
+// re-encodes to its own bytes, and a stream never yields more than it holds.
+void fuzz_stream_frames(std::span<const uint8_t> in) {
+  while (!in.empty()) {
+    std::span<const uint8_t> d;
+    size_t consumed = 0;
+    std::error_code ec = s5::parse_stream_frame(in, &d, &consumed);
+    if (ec == socksgate::crypto::ParseErrc::kNeedMore) return;
+    if (ec) {
+      if (ec != s5::UdpErrc::kBadFrameVersion && ec != s5::UdpErrc::kEmptyFrame) std::abort();
+      return;
+    }
+    if (consumed != 3 + d.size() || consumed > in.size() || d.empty()) std::abort();
+    std::vector<uint8_t> again;
+    s5::encode_stream_frame(&again, d);
+    if (!std::equal(again.begin(), again.end(), in.begin())) std::abort();
+    in = in.subspan(consumed);
+  }
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::span<const uint8_t> in(data, size);
+  fuzz_stream_frames(in);
   s5::UdpHeader h = sentinel();
   std::error_code ec = s5::parse_udp_header(in, &h);
   if (ec) {

@@ -341,3 +341,80 @@ def test_config_errors_name_the_field(gateway_factory, pki, tmp_path):
     assert res.returncode == 2
     assert 'unknown profile "ancient"' in res.stderr, res.stderr
     assert 'unknown mode "sometimes"' in res.stderr, res.stderr
+
+
+# --- UDP in stream (command 0x80) -------------------------------------------------------------
+
+def udp_frame(host: str, port: int, data: bytes, version: int = 1) -> bytes:
+    from sgtest import encode_addr
+    import struct
+    dgram = b"\x00\x00\x00" + encode_addr(host) + struct.pack(">H", port) + data
+    return bytes([version]) + struct.pack(">H", len(dgram)) + dgram
+
+
+def read_frame(s) -> bytes:
+    import struct
+    head = recv_exact(s, 3)
+    assert head[0] == 1, head
+    return recv_exact(s, struct.unpack(">H", head[1:])[0])
+
+
+def test_udp_in_stream_over_tls(gateway_factory, pki):
+    from test_udp import UdpEcho, udp_policy
+    import struct
+    echo = UdpEcho("127.0.0.1")
+    gw = gateway_factory(config=tls_config(pki), policy=udp_policy())
+    try:
+        s, bound = tls_socks_connect(gw.addr("tls"), client_context(pki), "alice",
+                                     gw.passwords["alice"], "0.0.0.0", 0, cmd=0x80)
+        with s:
+            for i in range(50):
+                payload = b"dgram-%d-" % i + bytes(range(256)) * (i % 5)
+                s.sendall(udp_frame("127.0.0.1", echo.port, payload))
+                back = read_frame(s)
+                # RSV FRAG ATYP=1 127.0.0.1 PORT DATA: the reply names its sender.
+                assert back[:4] == b"\x00\x00\x00\x01"
+                assert back[4:8] == socket.inet_aton("127.0.0.1")
+                assert struct.unpack(">H", back[8:10])[0] == echo.port
+                assert back[10:] == payload
+            # A destination policy does not allow is dropped; a frame split across TLS records
+            # is reassembled; the stream goes on.
+            s.sendall(udp_frame("192.0.2.1", 53, b"denied"))
+            frame = udp_frame("127.0.0.1", echo.port, b"x")
+            s.sendall(frame[:2])
+            s.sendall(frame[2:])
+            assert read_frame(s)[10:] == b"x"
+        rec = gw.wait_session_end(user="alice")
+        assert rec["command"] == "udp" and rec["udp_in_stream"] is True
+        assert rec["close_reason"] == "closed"
+        assert rec["udp"]["datagrams_up"] == 51 and rec["udp"]["datagrams_down"] == 51
+        assert rec["udp"]["dropped"]["denied"] == 1
+        assert rec["tls_version"]
+    finally:
+        echo.close()
+
+
+def test_udp_in_stream_bad_frame_version_ends_the_session(gateway_factory, pki):
+    from test_udp import UdpEcho, udp_policy
+    echo = UdpEcho("127.0.0.1")
+    gw = gateway_factory(config=tls_config(pki), policy=udp_policy())
+    try:
+        s, _ = tls_socks_connect(gw.addr("tls"), client_context(pki), "alice",
+                                 gw.passwords["alice"], "0.0.0.0", 0, cmd=0x80)
+        with s:
+            s.sendall(udp_frame("127.0.0.1", echo.port, b"never", version=2))
+            how, data = wait_closed(s)
+            assert data == b""
+        rec = gw.wait_session_end(user="alice")
+        assert rec["close_reason"] == "protocol_error"
+        assert echo.payloads() == []
+    finally:
+        echo.close()
+
+
+def test_udp_in_stream_needs_a_udp_rule(gateway_factory, pki):
+    gw = gateway_factory(config=tls_config(pki))  # default policy: alice may only connect
+    with pytest.raises(SocksError) as e:
+        tls_socks_connect(gw.addr("tls"), client_context(pki), "alice", gw.passwords["alice"],
+                          "0.0.0.0", 0, cmd=0x80)
+    assert e.value.stage == "reply" and e.value.data == 2

@@ -1,5 +1,5 @@
 // The wire codecs the agent uses: SOCKS5 client side (greeting, method selection, request,
-// reply), HTTP CONNECT, and UDP-in-stream frames.
+// reply) and HTTP CONNECT.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -8,7 +8,6 @@
 #include "crypto/parse.h"
 #include "gateway/http_connect.h"
 #include "gateway/socks5.h"
-#include "gateway/udp_frame.h"
 
 namespace socksgate::gateway {
 namespace {
@@ -75,7 +74,7 @@ TEST(Socks5Client, RequestRoundTripsThroughTheServerParser) {
   }
   socks5::Address zeros;
   zeros.ip = asio::ip::address_v4::any();
-  EXPECT_EQ(socks5::encode_request(socks5::kCommandUdpInStream, zeros, 0),
+  EXPECT_EQ(socks5::encode_request(static_cast<uint8_t>(socks5::Command::kUdpInStream), zeros, 0),
             (Bytes{0x05, 0x80, 0x00, 0x01, 0, 0, 0, 0, 0, 0}));
 }
 
@@ -146,31 +145,6 @@ TEST(HttpConnect, Responses) {
   EXPECT_EQ(r.rfind("HTTP/1.1 502 Bad Gateway\r\n", 0), 0u);
   EXPECT_NE(r.find("Content-Length: 20\r\n\r\ngateway unreachable\n"), std::string::npos);
   EXPECT_NE(http::encode_response(407, "x").find("Proxy-Authenticate: "), std::string::npos);
-}
-
-TEST(UdpFrame, RoundTripAndPrefixes) {
-  Bytes dg{0, 0, 0, 1, 127, 0, 0, 1, 0, 53, 'h', 'i'};
-  auto head = socks5::encode_udp_frame_header(static_cast<uint16_t>(dg.size()));
-  Bytes frame(head.begin(), head.end());
-  for (uint8_t x : dg) frame.push_back(x);
-  frame.push_back(0x01);  // the next frame's first byte
-  std::span<const uint8_t> out;
-  size_t c = 0;
-  ASSERT_FALSE(socks5::parse_udp_frame(frame, &out, &c));
-  EXPECT_EQ(c, 3 + dg.size());
-  EXPECT_EQ(Bytes(out.begin(), out.end()), dg);
-  for (size_t k = 0; k < 3 + dg.size(); ++k) {
-    size_t c2 = 5;
-    EXPECT_EQ(socks5::parse_udp_frame(std::span(frame).first(k), &out, &c2), ParseErrc::kNeedMore)
-        << k;
-    EXPECT_EQ(c2, 5u);
-  }
-  EXPECT_EQ(socks5::parse_udp_frame(Bytes{0x02, 0, 0}, &out, &c),
-            socks5::UdpFrameErrc::kBadVersion);
-  EXPECT_EQ(socks5::parse_udp_frame(Bytes{0x02}, &out, &c), socks5::UdpFrameErrc::kBadVersion);
-  ASSERT_FALSE(socks5::parse_udp_frame(Bytes{0x01, 0, 0}, &out, &c));  // empty: the user drops it
-  EXPECT_EQ(c, 3u);
-  EXPECT_EQ(socks5::encode_udp_frame_header(0xffff), (std::array<uint8_t, 3>{1, 0xff, 0xff}));
 }
 
 }  // namespace

@@ -129,9 +129,11 @@ TEST(Request, UnknownCommandAndAddressTypeAreReportedEarly) {
   // Only VER and CMD sent: REP 07 without waiting for the rest.
   EXPECT_EQ(parse_request(Bytes{0x05, 0x04}, &r, &c), Errc::kUnknownCommand);
   EXPECT_EQ(parse_request(Bytes{0x05, 0x00}, &r, &c), Errc::kUnknownCommand);
+  EXPECT_EQ(parse_request(Bytes{0x05, 0x81}, &r, &c), Errc::kUnknownCommand);
+  EXPECT_EQ(parse_request(Bytes{0x05, 0x7F}, &r, &c), Errc::kUnknownCommand);
   EXPECT_EQ(parse_request(Bytes{0x05, 0x01, 0x00, 0x02}, &r, &c), Errc::kUnknownAddressType);
   EXPECT_EQ(parse_request(Bytes{0x04, 0x01}, &r, &c), Errc::kBadVersion);
-  for (uint8_t cmd : {0x01, 0x02, 0x03}) {
+  for (uint8_t cmd : {0x01, 0x02, 0x03, 0x80}) {  // 0x80: UDP in stream
     Bytes b{0x05, cmd, 0x00, 0x01, 1, 2, 3, 4, 0, 1};
     EXPECT_FALSE(parse_request(b, &r, &c));
     EXPECT_EQ(r.command, cmd);

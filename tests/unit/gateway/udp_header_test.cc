@@ -219,5 +219,40 @@ TEST(UdpHeaderEncode, RoundTripsThroughTheParser) {
   }
 }
 
+TEST(StreamFrame, ParsesIncrementallyAndRoundTrips) {
+  Bytes dgram = ipv4_datagram({127, 0, 0, 1}, 53, "hello");
+  Bytes wire;
+  encode_stream_frame(&wire, dgram);
+  ASSERT_EQ(wire.size(), 3 + dgram.size());
+  EXPECT_EQ(wire[0], 0x01);
+  EXPECT_EQ((size_t{wire[1]} << 8) | wire[2], dgram.size());
+  // Two frames back to back: each prefix needs more, the whole first frame parses alone.
+  Bytes two = wire;
+  encode_stream_frame(&two, dgram);
+  for (size_t k = 0; k < wire.size(); ++k) {
+    std::span<const uint8_t> d;
+    size_t consumed = 0;
+    EXPECT_EQ(parse_stream_frame(std::span<const uint8_t>(two).first(k), &d, &consumed),
+              crypto::ParseErrc::kNeedMore)
+        << k;
+  }
+  std::span<const uint8_t> d;
+  size_t consumed = 0;
+  ASSERT_FALSE(parse_stream_frame(two, &d, &consumed));
+  EXPECT_EQ(consumed, wire.size());
+  EXPECT_EQ(Bytes(d.begin(), d.end()), dgram);
+}
+
+TEST(StreamFrame, RejectsUnknownVersionAndEmptyFrames) {
+  std::span<const uint8_t> d;
+  size_t consumed = 0;
+  Bytes v2 = {0x02, 0x00, 0x01, 0x00};
+  EXPECT_EQ(parse_stream_frame(v2, &d, &consumed), UdpErrc::kBadFrameVersion);
+  Bytes v2_short = {0x02};
+  EXPECT_EQ(parse_stream_frame(v2_short, &d, &consumed), UdpErrc::kBadFrameVersion);
+  Bytes empty = {0x01, 0x00, 0x00};
+  EXPECT_EQ(parse_stream_frame(empty, &d, &consumed), UdpErrc::kEmptyFrame);
+}
+
 }  // namespace
 }  // namespace socksgate::gateway::socks5
