@@ -554,3 +554,26 @@ def test_password_sources_fail_clearly(pki, tmp_path):
                          stdin=subprocess.DEVNULL) if (tmp_path / "p.json").write_text(
         json.dumps(cfg)) else None
     assert res.returncode == 2 and "/dev/tty" in res.stderr, res.stderr
+
+
+def test_docs_example_serves(gw, pki, tmp_path, http_server):
+    """docs/examples/agent.json, with only the values this machine needs changed."""
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "agent.json"
+    cfg = json.loads(example.read_text())
+    for l in cfg["listen"]:
+        l["port"] = 0
+    cfg["gateway"].update({"host": "127.0.0.1", "port": gw.port("tls"), "server_name": "localhost",
+                           "ca": str(pki.ca)})
+    a = AgentProc(tmp_path / "example")
+    a.write(cfg)
+    a.start(env={cfg["auth"]["password_env"]: gw.passwords[cfg["auth"]["user"]]})
+    try:
+        out = tmp_path / "file.bin"
+        host, port = a.addr("local")
+        res = curl("--socks5-hostname", f"{host}:{port}", "-o", str(out),
+                   http_server.url("localhost"))
+        assert res.returncode == 0, res.stderr + a.log()
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == http_server.sha256
+    finally:
+        problems = a.teardown()
+    assert not problems, problems
