@@ -19,8 +19,6 @@
 #include <cctype>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
 
@@ -30,6 +28,7 @@
 #include "crypto/tls.h"
 #include "gateway/http_connect.h"
 #include "gateway/log.h"
+#include "gateway/ready_file.h"
 #include "gateway/relay.h"
 #include "gateway/socks5.h"
 #include "gateway/timeout.h"
@@ -755,22 +754,12 @@ struct Agent::Impl {
 
   void write_ready_file() {
     if (opts.ready_file.empty()) return;
-    nlohmann::json j;
-    j["pid"] = ::getpid();
-    j["listeners"] = nlohmann::json::array();
+    std::vector<ReadyListener> ready;
     for (size_t i = 0; i < acceptors.size(); ++i) {
       std::error_code ec;
-      auto ep = acceptors[i]->local_endpoint(ec);
-      j["listeners"].push_back({{"name", state.cfg.listen[i].name},
-                                {"address", ep.address().to_string()},
-                                {"port", ep.port()}});
+      ready.push_back({state.cfg.listen[i].name, acceptors[i]->local_endpoint(ec)});
     }
-    std::string tmp = opts.ready_file + ".tmp";
-    {
-      std::ofstream out(tmp);
-      out << j.dump() << "\n";
-    }
-    std::rename(tmp.c_str(), opts.ready_file.c_str());
+    gateway::write_ready_file(opts.ready_file, ready);
   }
 
   int run() {

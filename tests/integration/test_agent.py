@@ -194,6 +194,14 @@ def curl(*args, timeout=60) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+def fetch_through(proxy_args: list[str], url: str, http_server, out: Path,
+                  log: str = "") -> None:
+    """curl through the agent; the file must arrive intact."""
+    res = curl(*proxy_args, "-o", str(out), url)
+    assert res.returncode == 0, res.stderr + log
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == http_server.sha256
+
+
 def local_socks(agent: AgentProc, host, port: int, cmd: int = 1, listener: str = "local"):
     """SOCKS5 without authentication to the agent; returns (socket, reply)."""
     s = connect_tcp(agent.addr(listener))
@@ -211,10 +219,8 @@ def test_curl_socks5_hostname_through_agent(gw, agent_factory, pki, http_server,
     agent = agent_factory(gw.port("tls"), pki)
     out = tmp_path / "file.bin"
     host, port = agent.addr()
-    res = curl("--socks5-hostname", f"{host}:{port}", "-o", str(out),
-               http_server.url("localhost"))
-    assert res.returncode == 0, res.stderr + agent.log()
-    assert hashlib.sha256(out.read_bytes()).hexdigest() == http_server.sha256
+    fetch_through(["--socks5-hostname", f"{host}:{port}"], http_server.url("localhost"),
+                  http_server, out, agent.log())
     rec = gw.wait_session_end(user="alice")
     assert rec["host"] == "localhost" and rec["tls_version"] and rec["method"] == "userpass"
     assert rec["bytes_down"] > len(http_server.body)
@@ -224,9 +230,8 @@ def test_curl_http_connect_through_agent(gw, agent_factory, pki, http_server, tm
     agent = agent_factory(gw.port("tls"), pki)
     out = tmp_path / "file.bin"
     host, port = agent.addr()
-    res = curl("-p", "-x", f"http://{host}:{port}", "-o", str(out), http_server.url("127.0.0.1"))
-    assert res.returncode == 0, res.stderr + agent.log()
-    assert hashlib.sha256(out.read_bytes()).hexdigest() == http_server.sha256
+    fetch_through(["-p", "-x", f"http://{host}:{port}"], http_server.url("127.0.0.1"),
+                  http_server, out, agent.log())
     rec = gw.wait_session_end(user="alice")
     assert rec["host"] == "127.0.0.1" and rec["port"] == http_server.port
 
@@ -235,10 +240,8 @@ def test_curl_over_ipv6_listener(gw, agent_factory, pki, http_server, tmp_path):
     agent = agent_factory(gw.port("tls"), pki)
     out = tmp_path / "file.bin"
     host, port = agent.addr("local6")
-    res = curl("--socks5-hostname", f"[{host}]:{port}", "-o", str(out),
-               http_server.url("[::1]"))
-    assert res.returncode == 0, res.stderr + agent.log()
-    assert hashlib.sha256(out.read_bytes()).hexdigest() == http_server.sha256
+    fetch_through(["--socks5-hostname", f"[{host}]:{port}"], http_server.url("[::1]"),
+                  http_server, out, agent.log())
 
 
 def test_ncat_as_ssh_proxycommand(gw, agent_factory, pki, echo_server):
@@ -570,10 +573,8 @@ def test_docs_example_serves(gw, pki, tmp_path, http_server):
     try:
         out = tmp_path / "file.bin"
         host, port = a.addr("local")
-        res = curl("--socks5-hostname", f"{host}:{port}", "-o", str(out),
-                   http_server.url("localhost"))
-        assert res.returncode == 0, res.stderr + a.log()
-        assert hashlib.sha256(out.read_bytes()).hexdigest() == http_server.sha256
+        fetch_through(["--socks5-hostname", f"{host}:{port}"], http_server.url("localhost"),
+                      http_server, out, a.log())
     finally:
         problems = a.teardown()
     assert not problems, problems
