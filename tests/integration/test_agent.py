@@ -476,11 +476,14 @@ def test_pinned_key_works_and_wrong_pin_refused(gw, agent_factory, pki, echo_ser
     bad.wait_log("does not match the pinned SHA-256")
 
 
-def test_password_from_env(gw, agent_factory, pki, echo_server):
+def test_password_from_env_and_gateway_by_name(gw, agent_factory, pki, echo_server):
+    # "localhost" is resolved by the agent (::1 and 127.0.0.1; the gateway listens on the
+    # latter only, so the first address may be refused and the next one used).
     agent = agent_factory(gw.port("tls"), pki,
                           auth={"method": "userpass", "user": "alice",
                                 "password_env": "SG_AGENT_PW"},
-                          env={"SG_AGENT_PW": gw.passwords["alice"]})
+                          env={"SG_AGENT_PW": gw.passwords["alice"]},
+                          gateway={"host": "localhost"})
     s, (rep, _, _) = local_socks(agent, "127.0.0.1", echo_server.port)
     with s:
         assert rep == REP_OK, agent.log()
@@ -501,6 +504,59 @@ def test_client_certificate_with_method_none(gateway_factory, agent_factory, pki
         assert recv_exact(s, 4) == b"cert"
     rec = gw.wait_session_end(user="alice")
     assert rec["cert_user"] == "alice"
+
+
+def test_password_prompt_on_the_terminal(gw, pki, tmp_path, echo_server):
+    """prompt: true asks on the controlling terminal (a pty here), with echo off."""
+    import pty
+    a = AgentProc(tmp_path / "prompt")
+    a.write(agent_config(gw.port("tls"), pki, a.dir,
+                         auth={"method": "userpass", "user": "alice", "prompt": True}))
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal
+        os.execv(SOCKSGATE_BIN, [SOCKSGATE_BIN, "agent", "--config", str(a.config_path),
+                                 "--ready-file", str(a.ready_path)])
+    seen = bytearray()
+    stop = threading.Event()
+
+    def drain():  # the agent logs to the terminal too: keep it from blocking
+        while not stop.is_set():
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            seen.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while b"password for alice" not in seen:
+            assert time.monotonic() < deadline, bytes(seen)
+            time.sleep(0.02)
+        password = gw.passwords["alice"]
+        os.write(fd, password.encode() + b"\n")
+        while not a.ready_path.exists():
+            assert time.monotonic() < deadline, bytes(seen)
+            time.sleep(0.02)
+        time.sleep(0.05)
+        a.ready = json.loads(a.ready_path.read_text())
+        s, (rep, _, _) = local_socks(a, "127.0.0.1", echo_server.port)
+        with s:
+            assert rep == REP_OK, bytes(seen)
+            s.sendall(b"typed")
+            assert recv_exact(s, 5) == b"typed"
+        assert password.encode() not in seen, "the password was echoed"
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        stop.set()
+        os.close(fd)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (status, bytes(seen))
+    for mark in (b"ERROR: AddressSanitizer", b"runtime error:", b"WARNING: ThreadSanitizer"):
+        assert mark not in seen, bytes(seen)
 
 
 # --------------------------------------------------------------------------------------------
