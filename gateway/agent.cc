@@ -257,7 +257,9 @@ asio::awaitable<void> sign_on(AgentState& st, Link* link) {
   }
   const auth::GatewayAuth& a = *st.auth;
   std::array<uint8_t, 1> methods{a.method_code()};
-  if (std::error_code ec = co_await ch.write_all(socks5::encode_greeting(methods))) {
+  // Messages are named, never temporaries inside a co_await (GCC 12 may destroy those twice).
+  std::vector<uint8_t> greeting = socks5::encode_greeting(methods);
+  if (std::error_code ec = co_await ch.write_all(greeting)) {
     classify(ec, ch, "greeting", link);
     co_return;
   }
@@ -487,7 +489,8 @@ asio::awaitable<bool> AgentSession::negotiate_http() {
     co_return false;
   }
   if (ec.category() == http::category() || ec == crypto::ChannelErrc::kMessageTooLarge) {
-    co_await answer(socks5::Reply::kGeneralFailure, 400, "socksgate agent: " + ec.message());
+    std::string why = "socksgate agent: " + ec.message();
+    co_await answer(socks5::Reply::kGeneralFailure, 400, why);
     co_return false;
   }
   if (ec) co_return false;
@@ -523,7 +526,8 @@ asio::awaitable<void> AgentSession::run() {
     }
     log::error(what(), ": ", msg);
     LocalAnswer a = answer_for(link.failure);
-    co_await answer(a.rep, a.http_status, "socksgate agent: " + msg);
+    std::string why = "socksgate agent: " + msg;
+    co_await answer(a.rep, a.http_status, why);
     local_.close();
     co_return;
   }
@@ -552,8 +556,8 @@ asio::awaitable<std::error_code> AgentSession::read_gateway_reply(socks5::ReplyM
 
 asio::awaitable<void> AgentSession::run_tcp() {
   const bool bind = req_.command == static_cast<uint8_t>(socks5::Command::kBind);
-  if (std::error_code ec =
-          co_await gw_->write_all(socks5::encode_request(req_.command, req_.dst, req_.port))) {
+  std::vector<uint8_t> req = socks5::encode_request(req_.command, req_.dst, req_.port);
+  if (std::error_code ec = co_await gw_->write_all(req)) {
     log::warn(what(), ": gateway ", st_.where, ": ", ec.message());
     co_await answer(socks5::Reply::kGeneralFailure, 502, "socksgate agent: gateway went away");
     co_return;
@@ -568,8 +572,8 @@ asio::awaitable<void> AgentSession::run_tcp() {
   if (reply.rep != 0) {
     log::info(what(), ": the gateway answered ", static_cast<int>(reply.rep), " (",
               rep_text(reply.rep), ")");
-    co_await answer(static_cast<socks5::Reply>(reply.rep), http_status_for(reply.rep),
-                    "socksgate agent: the gateway answered: " + std::string(rep_text(reply.rep)),
+    std::string why = "socksgate agent: the gateway answered: " + std::string(rep_text(reply.rep));
+    co_await answer(static_cast<socks5::Reply>(reply.rep), http_status_for(reply.rep), why,
                     &reply.bound, reply.port);
     co_return;
   }
@@ -617,8 +621,9 @@ asio::awaitable<void> AgentSession::run_udp() {
   socks5::Address zeros;
   zeros.type = socks5::AddressType::kIpv4;
   zeros.ip = asio::ip::address_v4::any();
-  if (std::error_code ec = co_await gw_->write_all(
-          socks5::encode_request(static_cast<uint8_t>(socks5::Command::kUdpInStream), zeros, 0))) {
+  std::vector<uint8_t> req =
+      socks5::encode_request(static_cast<uint8_t>(socks5::Command::kUdpInStream), zeros, 0);
+  if (std::error_code ec = co_await gw_->write_all(req)) {
     log::warn(what(), ": gateway ", st_.where, ": ", ec.message());
     co_await answer(socks5::Reply::kGeneralFailure, 502, {});
     co_return;
