@@ -634,3 +634,16 @@ def test_docs_example_serves(gw, pki, tmp_path, http_server):
     finally:
         problems = a.teardown()
     assert not problems, problems
+
+
+def test_help_and_usage():
+    res = subprocess.run([SOCKSGATE_BIN, "agent", "--help"], capture_output=True, text=True,
+                         timeout=30)
+    assert res.returncode == 0 and "--ready-file" in res.stdout and "--log-level" in res.stdout
+    res = subprocess.run([SOCKSGATE_BIN, "--help"], capture_output=True, text=True, timeout=30)
+    assert "agent" in res.stdout
+    res = subprocess.run([SOCKSGATE_BIN, "agent"], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "missing --config" in res.stderr, res.stderr
+    res = subprocess.run([SOCKSGATE_BIN, "agent", "--config", "x", "--password", "p"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "unknown option --password" in res.stderr, res.stderr
