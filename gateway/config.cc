@@ -3,8 +3,8 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <unistd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -19,6 +19,7 @@
 
 #include "crypto/password_hash.h"
 #include "crypto/secure.h"
+#include "gateway/config_reader.h"
 #include "gateway/interfaces.h"
 
 namespace socksgate::gateway {
@@ -26,155 +27,13 @@ namespace {
 
 using nlohmann::json;
 using Ptr = json::json_pointer;
+using config_io::ObjectReader;
+using config_io::read_duration;
+using config_io::read_enum;
+using config_io::read_file;
+using config_io::resolve_path;
 using policy::Diagnostic;
 using policy::JsonSource;
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    int e = errno;
-    std::string why = path + ": cannot open: " + std::strerror(e);
-    if (e == EACCES && ::geteuid() != 0) {
-      // After the privilege drop (gateway/privsep.h) reloads read files as the run_as user.
-      why += " (socksgate runs as " + describe_credentials() +
-             "; files it re-reads on reload must be readable by that user)";
-    }
-    throw std::runtime_error(why);
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string resolve_path(const std::string& config_path, const std::string& p) {
-  std::filesystem::path fp(p);
-  if (fp.is_absolute() || config_path.empty() || config_path[0] == '<') return p;
-  return (std::filesystem::path(config_path).parent_path() / fp).lexically_normal().string();
-}
-
-// Strict reading of one JSON object: every key must be known, every value of the right type.
-class ObjectReader {
- public:
-  ObjectReader(const JsonSource& src, Ptr at, std::vector<Diagnostic>* diags,
-               std::initializer_list<std::string_view> keys)
-      : src_(src), at_(std::move(at)), diags_(diags) {
-    const json& v = src_.root().at(at_);
-    if (!v.is_object()) {
-      diags_->push_back(src_.at_value(at_, "expected an object"));
-      ok_ = false;
-      return;
-    }
-    for (const auto& [k, _] : v.items()) {
-      bool known = false;
-      for (auto allowed : keys) known = known || allowed == k;
-      if (!known) {
-        std::string list;
-        for (auto allowed : keys) list += (list.empty() ? "" : ", ") + std::string(allowed);
-        diags_->push_back(
-            src_.at_key(at_ / k, "unknown key \"" + k + "\" (expected one of: " + list + ")"));
-      }
-    }
-  }
-  bool ok() const { return ok_; }
-  bool has(const std::string& k) const { return ok_ && src_.root().at(at_).contains(k); }
-  Ptr ptr(const std::string& k) const { return at_ / k; }
-  const json& value(const std::string& k) const { return src_.root().at(at_ / k); }
-
-  std::optional<std::string> string(const std::string& k, bool required, bool allow_empty = false) {
-    if (!has(k)) {
-      if (required && ok_)
-        diags_->push_back(src_.at_value(at_, "missing required key \"" + k + "\""));
-      return std::nullopt;
-    }
-    const json& v = value(k);
-    if (!v.is_string()) {
-      diags_->push_back(src_.at_value(ptr(k), "\"" + k + "\" must be a string"));
-      return std::nullopt;
-    }
-    if (!allow_empty && v.get_ref<const std::string&>().empty()) {
-      diags_->push_back(src_.at_value(ptr(k), "\"" + k + "\" must not be empty"));
-      return std::nullopt;
-    }
-    return v.get<std::string>();
-  }
-
-  std::optional<int64_t> integer(const std::string& k, int64_t min, int64_t max) {
-    if (!has(k)) return std::nullopt;
-    const json& v = value(k);
-    if (!v.is_number_integer()) {
-      diags_->push_back(src_.at_value(ptr(k), "\"" + k + "\" must be an integer"));
-      return std::nullopt;
-    }
-    int64_t x = v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)
-                    ? INT64_MAX
-                    : v.get<int64_t>();
-    if (x < min || x > max) {
-      diags_->push_back(src_.at_value(
-          ptr(k),
-          "\"" + k + "\" must be between " + std::to_string(min) + " and " + std::to_string(max)));
-      return std::nullopt;
-    }
-    return x;
-  }
-
-  std::optional<bool> boolean(const std::string& k) {
-    if (!has(k)) return std::nullopt;
-    const json& v = value(k);
-    if (!v.is_boolean()) {
-      diags_->push_back(src_.at_value(ptr(k), "\"" + k + "\" must be true or false"));
-      return std::nullopt;
-    }
-    return v.get<bool>();
-  }
-
-  std::optional<std::vector<std::string>> strings(const std::string& k) {
-    if (!has(k)) return std::nullopt;
-    const json& v = value(k);
-    if (!v.is_array()) {
-      diags_->push_back(src_.at_value(ptr(k), "\"" + k + "\" must be an array of strings"));
-      return std::nullopt;
-    }
-    std::vector<std::string> out;
-    bool good = true;
-    for (size_t i = 0; i < v.size(); ++i) {
-      if (!v[i].is_string()) {
-        diags_->push_back(src_.at_value(ptr(k) / i, "expected a string"));
-        good = false;
-      } else {
-        out.push_back(v[i].get<std::string>());
-      }
-    }
-    if (!good) return std::nullopt;
-    return out;
-  }
-
- private:
-  const JsonSource& src_;
-  Ptr at_;
-  std::vector<Diagnostic>* diags_;
-  bool ok_ = true;
-};
-
-template <typename Dur>
-void read_duration(ObjectReader& r, const std::string& key, int64_t min, int64_t max, Dur* out) {
-  if (auto v = r.integer(key, min, max)) *out = Dur(*v);
-}
-
-template <typename E>
-std::optional<E> read_enum(ObjectReader& r, const std::string& key,
-                           std::initializer_list<std::pair<std::string_view, E>> values,
-                           const JsonSource& src, std::vector<Diagnostic>* diags) {
-  auto v = r.string(key, false);
-  if (!v) return std::nullopt;
-  std::string list;
-  for (const auto& [name, e] : values) {
-    if (*v == name) return e;
-    list += (list.empty() ? "" : ", ") + std::string(name);
-  }
-  diags->push_back(src.at_value(
-      r.ptr(key), "unknown " + key + " \"" + *v + "\" (expected one of: " + list + ")"));
-  return std::nullopt;
-}
 
 TlsListenerConfig read_tls(const JsonSource& src, const Ptr& at, std::vector<Diagnostic>* diags,
                            const std::string& config_path, const std::string& listener) {

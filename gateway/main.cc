@@ -1,5 +1,5 @@
 // socksgate: the gateway's single binary. Subcommands:
-//   run, validate, explain, hash-password, version  (see `socksgate --help`)
+//   run, validate, explain, hash-password, agent, audit verify, version  (see `socksgate --help`)
 // Exit codes: 0 success (explain: allowed), 1 runtime failure (audit verify: tampered), 2 usage
 // or invalid configuration, 3 explain: denied, 4 audit verify: intact with gaps.
 
@@ -21,11 +21,14 @@
 #include <string>
 #include <vector>
 
+#include "auth/gateway_auth.h"
 #include "auth/pam/monitor.h"
 #include "auth/pam/monitor_client.h"
 #include "auth/userpass/login_throttle.h"
 #include "crypto/password_hash.h"
 #include "crypto/secure.h"
+#include "gateway/agent.h"
+#include "gateway/agent_config.h"
 #include "gateway/audit_log.h"
 #include "gateway/audit_verify.h"
 #include "gateway/config.h"
@@ -61,6 +64,7 @@ const char* kMainHelp =
     "  explain        show how policy decides one request, rule by rule\n"
     "  hash-password  read a password on stdin, print a crypt(3) yescrypt hash\n"
     "  audit verify   check an audit log's hash chain\n"
+    "  agent          the client side: local SOCKS5/HTTP CONNECT proxy to a gateway over TLS\n"
     "  version        print the version\n"
     "\n"
     "`socksgate <command> --help` describes each. Exit codes: 0 ok, 1 failure,\n"
@@ -108,6 +112,17 @@ const std::map<std::string, std::string> kHelp = {
      "audit.key_file of an HMAC'ed log.\n"
      "Exit 0 intact, 1 tampered or truncated, 2 usage or unreadable, 4 intact but records were\n"
      "lost while the log could not be written (audit_gap).\n"},
+    {"agent",
+     "usage: socksgate agent --config FILE [--ready-file FILE] [--log-level LEVEL]\n"
+     "\n"
+     "Runs on the user's machine: a SOCKS5 (no authentication) and HTTP CONNECT proxy on\n"
+     "loopback that carries each session over TLS to a socksgate gateway and signs on there\n"
+     "(CONNECT, BIND, and UDP ASSOCIATE with the datagrams inside the TLS connection).\n"
+     "Passwords come from a file, an environment variable or a prompt, never the command line.\n"
+     "  --config FILE      JSON configuration (see docs/agent.md)\n"
+     "  --ready-file FILE  once listening, write {\"pid\":..,\"listeners\":[..]} to FILE\n"
+     "  --log-level LEVEL  debug | info | warn | error (default info)\n"
+     "Signals: SIGTERM/SIGINT stop.\n"},
     {"version", "usage: socksgate version\n"},
 };
 
@@ -184,8 +199,7 @@ std::string random_password() {
   return s;
 }
 
-int cmd_run(const Args& args) {
-  auto throttle = std::make_shared<socksgate::auth::userpass::LoginThrottle>();
+void apply_log_level(const Args& args) {
   if (auto lvl = args.get("log-level")) {
     static const std::map<std::string, sg::log::Level> kLevels = {
         {"debug", sg::log::Level::kDebug},
@@ -196,6 +210,11 @@ int cmd_run(const Args& args) {
     if (it == kLevels.end()) throw UsageError("--log-level must be debug, info, warn or error");
     sg::log::set_min_level(it->second);
   }
+}
+
+int cmd_run(const Args& args) {
+  auto throttle = std::make_shared<socksgate::auth::userpass::LoginThrottle>();
+  apply_log_level(args);
   sg::ServerOptions opts;
   opts.ready_file = args.get("ready-file").value_or("");
   opts.throttle = throttle;
@@ -290,6 +309,29 @@ int cmd_run(const Args& args) {
   monitor->shutdown();
   socksgate::auth::pam::set_monitor_client(nullptr);
   return rc;
+}
+
+int cmd_agent(const Args& args) {
+  apply_log_level(args);
+  sg::AgentConfig cfg = sg::load_agent_config(args.require("config"));
+  socksgate::auth::GatewayAuthSettings as{cfg.auth.method, cfg.auth.user, ""};
+  try {
+    as.password = sg::read_agent_password(cfg);
+  } catch (const std::runtime_error& e) {
+    std::fprintf(stderr, "socksgate agent: %s\n", e.what());
+    return kExitUsage;
+  }
+  auto auth = socksgate::auth::make_gateway_auth(std::move(as));
+  std::signal(SIGPIPE, SIG_IGN);
+  std::optional<sg::Agent> agent;
+  try {
+    agent.emplace(std::move(cfg), std::move(auth),
+                  sg::AgentOptions{args.get("ready-file").value_or("")});
+  } catch (const socksgate::crypto::TlsError& e) {
+    std::fprintf(stderr, "socksgate agent: gateway TLS settings: %s\n", e.what());
+    return kExitUsage;
+  }
+  return agent->run();
 }
 
 int cmd_validate(const Args& args) {
@@ -506,6 +548,9 @@ int main(int argc, char** argv) {
       args.emplace(argc, argv, 2,
                    std::vector<std::string>{"config", "ready-file", "log-level", "demo-pki"},
                    std::vector<std::string>{});
+    } else if (cmd == "agent") {
+      args.emplace(argc, argv, 2, std::vector<std::string>{"config", "ready-file", "log-level"},
+                   std::vector<std::string>{});
     } else if (cmd == "validate") {
       args.emplace(argc, argv, 2, std::vector<std::string>{"config"}, std::vector<std::string>{});
     } else if (cmd == "explain") {
@@ -521,6 +566,7 @@ int main(int argc, char** argv) {
       return kExitOk;
     }
     if (cmd == "run") return cmd_run(*args);
+    if (cmd == "agent") return cmd_agent(*args);
     if (cmd == "validate") return cmd_validate(*args);
     if (cmd == "explain") return cmd_explain(*args);
     if (cmd == "hash-password") return cmd_hash_password();

@@ -24,6 +24,7 @@
 #include <tuple>
 
 #include "gateway/log.h"
+#include "gateway/ready_file.h"
 #include "gateway/server_state.h"
 #include "gateway/session.h"
 
@@ -198,20 +199,9 @@ struct Server::Impl {
 
   void write_ready_file() {
     if (opts.ready_file.empty()) return;
-    nlohmann::json j;
-    j["pid"] = ::getpid();
-    j["listeners"] = nlohmann::json::array();
-    for (const auto& [k, l] : listeners) {
-      j["listeners"].push_back({{"name", l->name},
-                                {"address", l->bound.address().to_string()},
-                                {"port", l->bound.port()}});
-    }
-    std::string tmp = opts.ready_file + ".tmp";
-    {
-      std::ofstream out(tmp);
-      out << j.dump() << "\n";
-    }
-    std::rename(tmp.c_str(), opts.ready_file.c_str());
+    std::vector<ReadyListener> ready;
+    for (const auto& [k, l] : listeners) ready.push_back({l->name, l->bound});
+    gateway::write_ready_file(opts.ready_file, ready);
   }
 
   void reload() {

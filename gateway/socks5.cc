@@ -132,6 +132,51 @@ std::error_code parse_request(std::span<const uint8_t> in, Request* out, size_t*
   return {};
 }
 
+std::error_code parse_reply(std::span<const uint8_t> in, ReplyMessage* out, size_t* consumed) {
+  if (in.empty()) return ParseErrc::kNeedMore;
+  if (in[0] != kVersion) return Errc::kBadVersion;
+  if (in.size() < 3) return ParseErrc::kNeedMore;
+  Address addr;
+  uint16_t port = 0;
+  size_t pos = 0;
+  if (std::error_code ec = parse_address_port(in, 3, &addr, &port, &pos)) return ec;
+  out->rep = in[1];
+  out->bound = std::move(addr);
+  out->port = port;
+  *consumed = pos;
+  return {};
+}
+
+std::error_code parse_method_selection(std::span<const uint8_t> in, uint8_t* method,
+                                       size_t* consumed) {
+  if (in.empty()) return ParseErrc::kNeedMore;
+  if (in[0] != kVersion) return Errc::kBadVersion;
+  if (in.size() < 2) return ParseErrc::kNeedMore;
+  *method = in[1];
+  *consumed = 2;
+  return {};
+}
+
+std::vector<uint8_t> encode_greeting(std::span<const uint8_t> methods) {
+  // Built by push_back: GCC 12 reports a false -Warray-bounds on insert after an init-list.
+  std::vector<uint8_t> out;
+  out.reserve(2 + methods.size());
+  out.push_back(kVersion);
+  out.push_back(static_cast<uint8_t>(methods.size()));
+  for (uint8_t m : methods) out.push_back(m);
+  return out;
+}
+
+std::vector<uint8_t> encode_request(uint8_t command, const Address& dst, uint16_t port) {
+  std::vector<uint8_t> out;
+  out.reserve(4 + 1 + dst.domain.size() + 18);
+  out.push_back(kVersion);
+  out.push_back(command);
+  out.push_back(0x00);
+  append_address(&out, dst, port);
+  return out;
+}
+
 std::array<uint8_t, 2> encode_method_selection(uint8_t method) { return {kVersion, method}; }
 
 void append_address(std::vector<uint8_t>* out, const asio::ip::address& addr, uint16_t port) {
@@ -148,6 +193,18 @@ void append_address(std::vector<uint8_t>* out, const asio::ip::address& addr, ui
     auto b = a.to_v6().to_bytes();
     out->insert(out->end(), b.begin(), b.end());
   }
+  out->push_back(static_cast<uint8_t>(port >> 8));
+  out->push_back(static_cast<uint8_t>(port & 0xff));
+}
+
+void append_address(std::vector<uint8_t>* out, const Address& dst, uint16_t port) {
+  if (dst.type != AddressType::kDomain) {
+    append_address(out, dst.ip, port);
+    return;
+  }
+  out->push_back(static_cast<uint8_t>(AddressType::kDomain));
+  out->push_back(static_cast<uint8_t>(dst.domain.size()));
+  for (char ch : dst.domain) out->push_back(static_cast<uint8_t>(ch));
   out->push_back(static_cast<uint8_t>(port >> 8));
   out->push_back(static_cast<uint8_t>(port & 0xff));
 }

@@ -91,9 +91,32 @@ std::error_code parse_request(std::span<const uint8_t> in, Request* out, size_t*
 
 std::array<uint8_t, 2> encode_method_selection(uint8_t method);
 
+// The client side (the agent talking to a gateway).
+
+// A reply as a server sent it: `05 REP RSV ATYP BND.ADDR BND.PORT`.
+struct ReplyMessage {
+  uint8_t rep = 0;  // raw REP byte; see Reply
+  Address bound;
+  uint16_t port = 0;
+};
+inline constexpr size_t kMaxReplySize = kMaxRequestSize;
+// Errors: Errc::kBadVersion (first byte not 05), kUnknownAddressType, kEmptyDomain,
+// kBadDomain. RSV is not checked (servers are not consistent about it).
+std::error_code parse_reply(std::span<const uint8_t> in, ReplyMessage* out, size_t* consumed);
+// The server's method selection `05 METHOD`; Errc::kBadVersion if the first byte is not 05.
+std::error_code parse_method_selection(std::span<const uint8_t> in, uint8_t* method,
+                                       size_t* consumed);
+// `05 NMETHODS METHODS...` (1..255 methods).
+std::vector<uint8_t> encode_greeting(std::span<const uint8_t> methods);
+// `05 CMD 00 ATYP DST.ADDR DST.PORT` for any command byte (private ones too); a domain must
+// be 1..255 bytes.
+std::vector<uint8_t> encode_request(uint8_t command, const Address& dst, uint16_t port);
+
 // `05 REP 00 ATYP BND.ADDR BND.PORT`. An IPv4-mapped IPv6 address is sent as IPv4.
 std::vector<uint8_t> encode_reply(Reply rep, const asio::ip::tcp::endpoint& bound);
 // Appends `ATYP ADDR PORT` for an endpoint (shared with UDP headers later).
 void append_address(std::vector<uint8_t>* out, const asio::ip::address& addr, uint16_t port);
+// The same for a destination as a client sent it, domain names included (1..255 bytes).
+void append_address(std::vector<uint8_t>* out, const Address& dst, uint16_t port);
 
 }  // namespace socksgate::gateway::socks5

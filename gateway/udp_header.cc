@@ -59,18 +59,10 @@ void encode_udp_header(std::vector<uint8_t>* out, const asio::ip::address& addr,
 }
 
 void encode_udp_header(std::vector<uint8_t>* out, const Address& dst, uint16_t port) {
-  if (dst.type != AddressType::kDomain) {
-    encode_udp_header(out, dst.ip, port);
-    return;
-  }
   out->push_back(0x00);  // RSV
   out->push_back(0x00);
   out->push_back(0x00);  // FRAG
-  out->push_back(static_cast<uint8_t>(AddressType::kDomain));
-  out->push_back(static_cast<uint8_t>(dst.domain.size()));
-  for (char ch : dst.domain) out->push_back(static_cast<uint8_t>(ch));
-  out->push_back(static_cast<uint8_t>(port >> 8));
-  out->push_back(static_cast<uint8_t>(port & 0xff));
+  append_address(out, dst, port);
 }
 
 std::error_code parse_stream_frame(std::span<const uint8_t> in, std::span<const uint8_t>* datagram,

@@ -31,4 +31,25 @@ std::error_code parse_request(std::span<const uint8_t> in, Request* out, size_t*
   return {};
 }
 
+std::vector<uint8_t> encode_request(std::string_view user, std::string_view password) {
+  if (user.empty() || user.size() > 255 || password.empty() || password.size() > 255) return {};
+  std::vector<uint8_t> out;
+  out.reserve(3 + user.size() + password.size());
+  out.push_back(0x01);
+  out.push_back(static_cast<uint8_t>(user.size()));
+  out.insert(out.end(), user.begin(), user.end());
+  out.push_back(static_cast<uint8_t>(password.size()));
+  out.insert(out.end(), password.begin(), password.end());
+  return out;
+}
+
+std::error_code parse_reply(std::span<const uint8_t> in, bool* success, size_t* consumed) {
+  if (in.empty()) return crypto::ParseErrc::kNeedMore;
+  if (in[0] != 0x01) return Rfc1929Errc::kBadVersion;
+  if (in.size() < 2) return crypto::ParseErrc::kNeedMore;
+  *success = in[1] == 0x00;
+  *consumed = 2;
+  return {};
+}
+
 }  // namespace socksgate::auth::userpass

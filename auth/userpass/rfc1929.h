@@ -9,7 +9,9 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <system_error>
+#include <vector>
 
 namespace socksgate::auth::userpass {
 
@@ -36,6 +38,12 @@ struct Request {
 // Returns crypto::ParseErrc::kNeedMore until a whole request is in `in`; then fills *out and
 // *consumed. On error *out is untouched. Never reads past `in`.
 std::error_code parse_request(std::span<const uint8_t> in, Request* out, size_t* consumed);
+
+// The client side (the agent). `user` and `password` must be 1..255 bytes (the agent's
+// config loader enforces it); returns an empty vector otherwise. The caller wipes the result.
+std::vector<uint8_t> encode_request(std::string_view user, std::string_view password);
+// `01 STATUS`: *success = STATUS is 00. Rfc1929Errc::kBadVersion if VER is not 01.
+std::error_code parse_reply(std::span<const uint8_t> in, bool* success, size_t* consumed);
 
 inline std::array<uint8_t, 2> encode_reply(bool success) {
   return {0x01, static_cast<uint8_t>(success ? 0x00 : 0x01)};

@@ -257,3 +257,33 @@ TEST(Registry, KnowsNoneAndUserpass) {
 
 }  // namespace
 }  // namespace socksgate::auth::userpass
+
+namespace socksgate::auth::userpass {
+namespace {
+
+// The agent's side of RFC 1929: what it sends parses on the gateway's side, byte for byte.
+TEST(Rfc1929Client, RequestRoundTripsAndReplyParses) {
+  std::vector<uint8_t> b = encode_request("alice", "pa:ss word");
+  Request r;
+  size_t c = 0;
+  ASSERT_FALSE(parse_request(b, &r, &c));
+  EXPECT_EQ(c, b.size());
+  EXPECT_EQ(r.user, "alice");
+  EXPECT_EQ(r.password, "pa:ss word");
+  EXPECT_TRUE(encode_request("", "x").empty());
+  EXPECT_TRUE(encode_request("x", "").empty());
+  EXPECT_TRUE(encode_request(std::string(256, 'u'), "x").empty());
+  EXPECT_EQ(encode_request(std::string(255, 'u'), std::string(255, 'p')).size(), kMaxRequestSize);
+
+  bool ok = false;
+  EXPECT_EQ(parse_reply(std::vector<uint8_t>{0x01}, &ok, &c), crypto::ParseErrc::kNeedMore);
+  ASSERT_FALSE(parse_reply(encode_reply(true), &ok, &c));
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(c, 2u);
+  ASSERT_FALSE(parse_reply(encode_reply(false), &ok, &c));
+  EXPECT_FALSE(ok);
+  EXPECT_EQ(parse_reply(std::vector<uint8_t>{0x05, 0x00}, &ok, &c), Rfc1929Errc::kBadVersion);
+}
+
+}  // namespace
+}  // namespace socksgate::auth::userpass

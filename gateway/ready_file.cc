@@ -1,0 +1,27 @@
+#include "gateway/ready_file.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace socksgate::gateway {
+
+void write_ready_file(const std::string& path, const std::vector<ReadyListener>& listeners) {
+  nlohmann::json j;
+  j["pid"] = ::getpid();
+  j["listeners"] = nlohmann::json::array();
+  for (const auto& l : listeners) {
+    j["listeners"].push_back(
+        {{"name", l.name}, {"address", l.bound.address().to_string()}, {"port", l.bound.port()}});
+  }
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << j.dump() << "\n";
+  }
+  std::rename(tmp.c_str(), path.c_str());
+}
+
+}  // namespace socksgate::gateway
