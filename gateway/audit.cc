@@ -10,6 +10,8 @@
 #include <ctime>
 #include <stdexcept>
 
+#include "gateway/metrics.h"
+
 namespace socksgate::gateway {
 namespace {
 
@@ -105,8 +107,8 @@ std::string to_rfc3339(std::chrono::system_clock::time_point now) {
   return buf;
 }
 
-JsonLinesAuditLog::JsonLinesAuditLog(const std::string& file, bool to_stdout)
-    : path_(file), to_stdout_(to_stdout) {
+JsonLinesAuditLog::JsonLinesAuditLog(const std::string& file, bool to_stdout, Metrics* metrics)
+    : path_(file), to_stdout_(to_stdout), metrics_(metrics) {
   if (!file.empty()) {
     fd_ = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd_ < 0) {
@@ -143,9 +145,14 @@ void JsonLinesAuditLog::write(nlohmann::json record) {
     line = R"({"event":"audit_error","error":"unserialisable record"})";
   }
   line.push_back('\n');
+  auto started = std::chrono::steady_clock::now();
   if (fd_ >= 0 && !write_all(fd_, line)) {
+    if (metrics_) metrics_->audit_write_failed();
     std::fprintf(stderr, "socksgate: audit write to %s failed: %s\n", path_.c_str(),
                  std::strerror(errno));
+  } else if (fd_ >= 0 && metrics_) {
+    metrics_->observe_audit_write(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   }
   if (to_stdout_) {
     std::lock_guard lock(mu_);

@@ -19,6 +19,8 @@
 
 namespace socksgate::gateway {
 
+class Metrics;
+
 // Valid UTF-8 passes unchanged except '\' which becomes "\\"; each byte that is not part of a
 // valid UTF-8 sequence becomes "\xNN". (JSON encoding then escapes control characters.)
 std::string escape_untrusted(std::string_view bytes);
@@ -41,7 +43,8 @@ class JsonLinesAuditLog final : public AuditSink {
  public:
   // Opens `file` (created 0600, appended) if non-empty; also writes to stdout if to_stdout.
   // Throws std::runtime_error if the file cannot be opened.
-  JsonLinesAuditLog(const std::string& file, bool to_stdout);
+  // `metrics` (optional) is told each write's latency and each failure.
+  JsonLinesAuditLog(const std::string& file, bool to_stdout, Metrics* metrics = nullptr);
   ~JsonLinesAuditLog() override;
   void write(nlohmann::json record) override;
 
@@ -49,6 +52,7 @@ class JsonLinesAuditLog final : public AuditSink {
   std::string path_;
   int fd_ = -1;
   bool to_stdout_;
+  Metrics* metrics_ = nullptr;
   std::mutex mu_;  // serialises writes to stdout (which is not O_APPEND)
 };
 

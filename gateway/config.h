@@ -85,6 +85,15 @@ struct AuditConfig {
   bool to_stdout = false;
 };
 
+// The admin listener (gateway/admin.h): metrics, health, live sessions. Off unless configured.
+struct AdminConfig {
+  std::string address = "127.0.0.1";       // IP literal; not loopback => a token is required
+  uint16_t port = 9180;                    // 0 = any free port (tests)
+  std::string token_file;                  // resolved path; empty = no token
+  std::string token;                       // the file's content (one line), read at load time
+  std::vector<std::string> metrics_users;  // users that get per-user series
+};
+
 struct ThreadsConfig {
   uint32_t io = 0;        // 0 = number of cores
   uint32_t blocking = 0;  // 0 = number of cores
@@ -101,6 +110,7 @@ struct Config {
   BindConfig bind;
   UdpConfig udp;
   ThreadsConfig threads;
+  std::optional<AdminConfig> admin;
   std::string policy_file;  // resolved path, or empty when inline
 
   const ListenerConfig* find_listener(std::string_view name) const;

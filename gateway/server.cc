@@ -23,6 +23,7 @@
 #include <thread>
 #include <tuple>
 
+#include "gateway/admin.h"
 #include "gateway/log.h"
 #include "gateway/server_state.h"
 #include "gateway/session.h"
@@ -66,7 +67,17 @@ struct Server::Impl {
     size_t n = threads_or_cores(initial.config->threads.io);
     for (size_t i = 0; i < n; ++i) ios.push_back(std::make_unique<asio::io_context>(1));
     open_audit(*initial.config);
+    configure_metrics(initial);
     state.snapshot.store(std::make_shared<const Snapshot>(std::move(initial)));
+  }
+
+  // Label sets the configuration decides: listeners, rule ids, users with their own series.
+  void configure_metrics(const Snapshot& snap) {
+    std::vector<std::string> names;
+    for (const auto& l : snap.config->listeners) names.push_back(l.name);
+    state.metrics.configure(
+        names, snap.policy->rule_ids(),
+        snap.config->admin ? snap.config->admin->metrics_users : std::vector<std::string>{});
   }
 
   static size_t threads_or_cores(uint32_t n) {
@@ -76,7 +87,8 @@ struct Server::Impl {
   }
 
   void open_audit(const Config& cfg) {
-    state.audit.store(std::make_shared<JsonLinesAuditLog>(cfg.audit.file, cfg.audit.to_stdout));
+    state.audit.store(
+        std::make_shared<JsonLinesAuditLog>(cfg.audit.file, cfg.audit.to_stdout, &state.metrics));
     audit_file = cfg.audit.file;
     audit_stdout = cfg.audit.to_stdout;
   }
@@ -182,6 +194,7 @@ struct Server::Impl {
                                 {"address", l->bound.address().to_string()},
                                 {"port", l->bound.port()}});
     }
+    if (auto a = admin.bound()) j["admin"] = {{"address", a->first}, {"port", a->second}};
     std::string tmp = opts.ready_file + ".tmp";
     {
       std::ofstream out(tmp);
@@ -198,13 +211,17 @@ struct Server::Impl {
     try {
       Snapshot snap = load_snapshot(opts.config_path, state.throttle);
       sync_listeners(*snap.config);
+      admin.apply(snap.config->admin ? &*snap.config->admin : nullptr);
       if (snap.config->audit.file != audit_file || snap.config->audit.to_stdout != audit_stdout) {
         open_audit(*snap.config);
       }
+      configure_metrics(snap);
       state.snapshot.store(std::make_shared<const Snapshot>(std::move(snap)));
       write_ready_file();
+      state.metrics.reload_succeeded();
       log::info("reload: configuration ", opts.config_path, " loaded");
     } catch (const std::exception& e) {
+      state.metrics.reload_failed();
       log::error("reload failed, keeping the previous configuration: ", e.what());
     }
   }
@@ -250,6 +267,7 @@ struct Server::Impl {
 
   int run() {
     sync_listeners(*state.snapshot.load()->config);
+    if (const auto& a = state.snapshot.load()->config->admin) admin.apply(&*a);
     write_ready_file();
     std::vector<std::thread> threads;
     std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
@@ -281,6 +299,7 @@ struct Server::Impl {
   std::vector<std::unique_ptr<asio::io_context>> ios;
   asio::io_context control{1};
   asio::signal_set signals;
+  AdminServer admin{control, state};  // after control: its sockets belong to control
   std::map<Key, std::unique_ptr<Listener>> listeners;
   std::vector<std::unique_ptr<Listener>> retired;
   std::string audit_file;

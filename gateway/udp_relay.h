@@ -36,6 +36,7 @@
 #include "crypto/channel.h"
 #include "gateway/close_reason.h"
 #include "gateway/interfaces.h"
+#include "gateway/metrics.h"
 #include "gateway/socks5.h"
 #include "policy/policy.h"
 
@@ -49,6 +50,7 @@ struct UdpSettings {
   HostAddresses source;  // outbound source (the listener's "external"); empty = any
   // Rule "egress" names resolved (from the snapshot); a passing rule's egress wins.
   const std::map<std::string, HostAddresses, std::less<>>* egress = nullptr;
+  ByteTap tap_up, tap_down;  // live byte counts (admin /sessions, metrics)
 };
 
 struct UdpCounters {
