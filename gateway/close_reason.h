@@ -41,10 +41,11 @@ enum class CloseReason : uint8_t {
   kSocks4Disabled,      // a SOCKS4 request on a listener without SOCKS4 (00 5B)
   kTlsHandshakeFailed,  // TLS listener: the handshake failed (no SOCKS byte was exchanged)
   kTlsHandshakeTimeout,
-  kTlsError,     // a bad TLS record after the handshake
-  kShutdown,     // the gateway stopped while the session ran
-  kAdminClosed,  // an admin closed the user's sessions (POST /sessions/close)
-  kBusy,         // the blocking pool was full
+  kTlsError,  // a bad TLS record after the handshake
+  kShutdown,  // the gateway stopped while the session ran
+  // An admin closed the user's sessions (POST /sessions/close).
+  kAdminClosed,
+  kBusy,  // the blocking pool was full
   kInternalError,
   kCount_,
 };
