@@ -325,6 +325,7 @@ void Metrics::configure(const std::vector<std::string>& listeners,
   std::set<std::string, std::less<>> u(users.begin(), users.end());
   connections_.retain(0, l);
   sessions_total_.retain(0, l);
+  sessions_active_.retain(0, l);
   bytes_.retain(0, l);
   decisions_.retain(0, r);
   for (Family* f : {&user_sessions_total_, &user_sessions_active_, &user_bytes_,
