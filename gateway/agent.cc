@@ -405,7 +405,7 @@ asio::awaitable<void> AgentSession::answer(socks5::Reply rep, int http_status, s
   if (answered_) co_return;
   answered_ = true;
   if (proto_ == LocalProtocol::kHttp) {
-    std::string r = http::encode_response(http_status, why);
+    std::string r = http_connect::encode_response(http_status, why);
     co_await local_.write_all(
         std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(r.data()), r.size()));
     co_return;
@@ -476,19 +476,19 @@ asio::awaitable<bool> AgentSession::negotiate_socks5() {
 }
 
 asio::awaitable<bool> AgentSession::negotiate_http() {
-  http::ConnectRequest creq;
+  http_connect::ConnectRequest creq;
   std::error_code ec = co_await local_.read_message(
       [&](std::span<const uint8_t> in, size_t* consumed) {
-        return http::parse_connect(in, &creq, consumed);
+        return http_connect::parse_connect(in, &creq, consumed);
       },
-      http::kMaxRequestHead);
-  if (ec == http::Errc::kNotConnect) {
+      http_connect::kMaxRequestHead);
+  if (ec == http_connect::Errc::kNotConnect) {
     co_await answer(socks5::Reply::kCommandNotSupported, 405,
                     "socksgate agent: only CONNECT is supported (use it as an HTTPS proxy or "
                     "as a SOCKS5 proxy)");
     co_return false;
   }
-  if (ec.category() == http::category() || ec == crypto::ChannelErrc::kMessageTooLarge) {
+  if (ec.category() == http_connect::category() || ec == crypto::ChannelErrc::kMessageTooLarge) {
     std::string why = "socksgate agent: " + ec.message();
     co_await answer(socks5::Reply::kGeneralFailure, 400, why);
     co_return false;
@@ -610,8 +610,11 @@ asio::awaitable<void> AgentSession::run_tcp() {
     if (co_await gw_->write_all(p)) co_return;
     local_.drop_pending();
   }
-  RelayResult rr =
-      co_await run_relay(*gw_, local_.socket(), RelayOptions{st_.cfg.limits.idle_timeout, false});
+  // Named, not a temporary inside co_await (GCC 12; RelayOptions holds shared_ptrs).
+  RelayOptions opts;
+  opts.idle_timeout = st_.cfg.limits.idle_timeout;
+  opts.allow_splice = false;
+  RelayResult rr = co_await run_relay(*gw_, local_.socket(), opts);
   log::debug(what(), ": ended (", to_string(rr.reason), "), ", rr.bytes_up, " bytes from the ",
              "gateway, ", rr.bytes_down, " to it");
 }

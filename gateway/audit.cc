@@ -7,6 +7,8 @@
 #include <ctime>
 #include <stdexcept>
 
+#include "gateway/metrics.h"
+
 namespace socksgate::gateway {
 namespace {
 

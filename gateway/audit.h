@@ -24,6 +24,8 @@
 
 namespace socksgate::gateway {
 
+class Metrics;
+
 // Valid UTF-8 passes unchanged except '\' which becomes "\\"; each byte that is not part of a
 // valid UTF-8 sequence becomes "\xNN". (JSON encoding then escapes control characters.)
 std::string escape_untrusted(std::string_view bytes);

@@ -20,6 +20,7 @@
 #include "crypto/secure.h"
 #include "gateway/audit_record.h"
 #include "gateway/log.h"
+#include "gateway/metrics.h"
 #include "gateway/privsep.h"
 #include "gateway/version.h"
 
@@ -417,7 +418,8 @@ struct AuditLog::Output {
   Clock::time_point last_report{};
 };
 
-AuditLog::AuditLog(AuditConfig cfg) : cfg_(cfg), out_(std::make_unique<Output>(cfg)), live_(cfg) {
+AuditLog::AuditLog(AuditConfig cfg, Metrics* metrics)
+    : cfg_(cfg), out_(std::make_unique<Output>(cfg)), live_(cfg), metrics_(metrics) {
   commit_waiting_ = true;  // write the opening record at once
   writer_ = std::thread([this] { run(); });
 }
@@ -552,8 +554,13 @@ void AuditLog::process(std::deque<Item>& batch, const AuditConfig& cfg) {
       err = e.what();
     }
   }
+  uint64_t appended = 0;  // records in this write, for the metrics
+  const auto write_started = Clock::now();
   if (ok) {
-    if (!o.first.empty()) f.chain.append(o.first, &buf);
+    if (!o.first.empty()) {
+      f.chain.append(o.first, &buf);
+      ++appended;
+    }
     if (o.failing) {
       RecordBuilder gap("audit_gap");
       gap.str("reason", "write_failed")
@@ -561,8 +568,10 @@ void AuditLog::process(std::deque<Item>& batch, const AuditConfig& cfg) {
           .str("since", o.since)
           .str("error", o.error);
       f.chain.append(gap.take(), &buf);
+      ++appended;
     }
     for (auto& it : batch) f.chain.append(it.rec.body, &buf);
+    appended += batch.size();
     if (f.fd >= 0 && !buf.empty()) {
       if (!write_all(f.fd, buf)) {
         ok = false;
@@ -589,6 +598,14 @@ void AuditLog::process(std::deque<Item>& batch, const AuditConfig& cfg) {
   uint64_t n = batch.size();
   CommitResult result = CommitResult::kDurable;
   auto now = Clock::now();
+  if (metrics_ != nullptr && f.fd >= 0) {
+    if (ok) {
+      double seconds = std::chrono::duration<double>(now - write_started).count();
+      for (uint64_t i = 0; i < appended; ++i) metrics_->observe_audit_write(seconds);
+    } else {
+      for (uint64_t i = 0; i < n; ++i) metrics_->audit_write_failed();
+    }
+  }
   if (ok) {
     o.first.clear();
     if (o.failing) {

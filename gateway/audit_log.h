@@ -67,12 +67,16 @@ std::vector<uint8_t> load_audit_key(const std::string& path);
 // code (LOG_*); -1 if unknown.
 int syslog_facility_code(std::string_view name);
 
+class Metrics;
+
 class AuditLog final : public AuditSink {
  public:
   // Opens the outputs and reads the file's tail. Throws std::runtime_error (clear message)
   // when the file cannot be opened, the key file is unusable, or the file's chain does not
   // fit the configuration (keyed vs not, unreadable last record).
-  explicit AuditLog(AuditConfig cfg);
+  // `metrics` (optional, must outlive the log) is told each record's write latency and each
+  // record that could not be written.
+  explicit AuditLog(AuditConfig cfg, Metrics* metrics = nullptr);
   ~AuditLog() override;
 
   void write(nlohmann::json record) override;
@@ -111,6 +115,7 @@ class AuditLog final : public AuditSink {
   bool stopped_ = false;                          // guarded by mu_
   std::chrono::steady_clock::time_point oldest_;  // guarded by mu_
   AuditConfig live_;                              // guarded by mu_
+  Metrics* metrics_ = nullptr;                    // set once, before the writer starts
   AuditStats stats_;                              // guarded by mu_
   std::thread writer_;
 };

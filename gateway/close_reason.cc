@@ -38,6 +38,7 @@ constexpr std::array<CloseInfo, static_cast<size_t>(CloseReason::kCount_)> kTabl
     {"tls_handshake_timeout", Reply::kGeneralFailure},
     {"tls_error", Reply::kGeneralFailure},
     {"shutdown", Reply::kGeneralFailure},
+    {"admin_closed", Reply::kGeneralFailure},
     {"busy", Reply::kGeneralFailure},
     {"internal_error", Reply::kGeneralFailure},
     {"gss_protection_failure", Reply::kGeneralFailure},

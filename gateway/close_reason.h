@@ -43,9 +43,11 @@ enum class CloseReason : uint8_t {
   kTlsHandshakeTimeout,
   kTlsError,  // a bad TLS record after the handshake
   kShutdown,  // the gateway stopped while the session ran
-  kBusy,      // the blocking pool was full
+  // An admin closed the user's sessions (POST /sessions/close).
+  kAdminClosed,
+  kBusy,  // the blocking pool was full
   kInternalError,
-  kGssProtection,  // GSS-API: a token failed to verify or had the wrong protection (closed)
+  kGssProtection,     // GSS-API: a token failed to verify or had the wrong protection (closed)
   kAuditUnavailable,  // the session_start record could not be made durable (fail-closed, REP 01)
   kCount_,
 };

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <asio/ip/address.hpp>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -490,6 +491,70 @@ void read_rest(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cf
   }
 }
 
+// "admin": the admin listener. A token file is read now (so that a bad one fails validation
+// and a reload); an address other than loopback needs one.
+void read_admin(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cfg) {
+  if (!src.root().contains("admin")) return;
+  ObjectReader r(src, Ptr("/admin"), diags,
+                 {"address", "port", "token_file", "metrics_users", "comment"});
+  if (!r.ok()) return;
+  AdminConfig a;
+  if (auto v = r.string("address", false)) {
+    auto ip = policy::IpAddress::parse(*v);
+    if (!ip) {
+      diags->push_back(src.at_value(r.ptr("address"), "\"address\" must be an IP address"));
+    } else {
+      a.address = *v;
+    }
+  }
+  if (auto v = r.integer("port", 0, 65535)) a.port = static_cast<uint16_t>(*v);
+  if (auto v = r.string("token_file", false)) {
+    a.token_file = resolve_path(cfg->path, *v);
+    try {
+      std::string t = read_file(a.token_file);
+      while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+      if (t.size() < 16) {
+        diags->push_back(src.at_value(r.ptr("token_file"),
+                                      a.token_file + ": the token must be one line of at least "
+                                                     "16 characters"));
+      } else if (t.find_first_of("\r\n \t") != std::string::npos) {
+        diags->push_back(
+            src.at_value(r.ptr("token_file"), a.token_file + ": the token must be one line without "
+                                                             "spaces"));
+      } else {
+        a.token = std::move(t);
+      }
+    } catch (const std::runtime_error& e) {
+      diags->push_back(src.at_value(r.ptr("token_file"), e.what()));
+    }
+  }
+  if (auto v = r.strings("metrics_users")) {
+    std::set<std::string> seen;
+    for (size_t i = 0; i < v->size(); ++i) {
+      if ((*v)[i].empty() || !seen.insert((*v)[i]).second) {
+        diags->push_back(src.at_value(r.ptr("metrics_users") / i,
+                                      (*v)[i].empty() ? "empty user name" : "user listed twice"));
+      }
+    }
+    if (v->size() > 1000) {
+      diags->push_back(
+          src.at_value(r.ptr("metrics_users"), "at most 1000 users get per-user series"));
+    }
+    a.metrics_users = *v;
+  }
+  std::error_code ec;
+  asio::ip::address addr = asio::ip::make_address(a.address, ec);
+  bool loopback =
+      !ec && (addr.is_loopback() ||
+              (addr.is_v6() && addr.to_v6().is_v4_mapped() &&
+               asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6()).is_loopback()));
+  if (!loopback && a.token_file.empty()) {
+    diags->push_back(src.at_value(Ptr("/admin"), "the admin listener on " + a.address +
+                                                     " is not loopback: it needs \"token_file\""));
+  }
+  cfg->admin = std::move(a);
+}
+
 // Addresses of this host that a wildcard listener answers on: protected like loopback.
 void add_own_addresses(const Config& cfg, std::vector<policy::IpAddress>* out) {
   bool wildcard = false;
@@ -540,12 +605,13 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
   cfg->path = path;
   ObjectReader top(*src, Ptr(), &diags,
                    {"listeners", "auth", "policy", "audit", "limits", "bind", "udp", "threads",
-                    "run_as", "comment"});
+                    "run_as", "admin", "comment"});
   if (!top.ok()) throw policy::LoadError(std::move(diags));
 
   if (top.has("auth")) read_userpass(*src, &diags, cfg.get());
   read_listeners(*src, &diags, cfg.get(), cfg->userpass.has_value());
   read_rest(*src, &diags, cfg.get());
+  read_admin(*src, &diags, cfg.get());
 
   // The policy: a file of its own, or an object inline.
   std::optional<policy::Policy> pol;

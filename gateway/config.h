@@ -98,6 +98,15 @@ struct UserPassConfig {
   auth::userpass::ThrottleSettings throttle;
 };
 
+// The admin listener (gateway/admin.h): metrics, health, live sessions. Off unless configured.
+struct AdminConfig {
+  std::string address = "127.0.0.1";       // IP literal; not loopback => a token is required
+  uint16_t port = 9180;                    // 0 = any free port (tests)
+  std::string token_file;                  // resolved path; empty = no token
+  std::string token;                       // the file's content (one line), read at load time
+  std::vector<std::string> metrics_users;  // users that get per-user series
+};
+
 struct ThreadsConfig {
   uint32_t io = 0;        // 0 = number of cores
   uint32_t blocking = 0;  // 0 = number of cores
@@ -115,6 +124,7 @@ struct Config {
   BindConfig bind;
   UdpConfig udp;
   ThreadsConfig threads;
+  std::optional<AdminConfig> admin;
   std::string policy_file;  // resolved path, or empty when inline
   std::string policy_dir;   // policy.d: per-user and per-group rule files; empty = none
   RunAsConfig run_as;       // who the gateway becomes after binding, when started as root

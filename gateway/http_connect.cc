@@ -5,7 +5,7 @@
 
 #include "crypto/parse.h"
 
-namespace socksgate::gateway::http {
+namespace socksgate::gateway::http_connect {
 namespace {
 
 class Category final : public std::error_category {
@@ -155,4 +155,4 @@ std::string encode_response(int status, std::string_view why) {
   return out + body;
 }
 
-}  // namespace socksgate::gateway::http
+}  // namespace socksgate::gateway::http_connect

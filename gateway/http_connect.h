@@ -13,7 +13,7 @@
 
 #include "gateway/socks5.h"
 
-namespace socksgate::gateway::http {
+namespace socksgate::gateway::http_connect {
 
 inline constexpr size_t kMaxRequestHead = 8192;
 
@@ -25,12 +25,12 @@ enum class Errc {
 const std::error_category& category();
 inline std::error_code make_error_code(Errc e) { return {static_cast<int>(e), category()}; }
 
-}  // namespace socksgate::gateway::http
+}  // namespace socksgate::gateway::http_connect
 
 template <>
-struct std::is_error_code_enum<socksgate::gateway::http::Errc> : std::true_type {};
+struct std::is_error_code_enum<socksgate::gateway::http_connect::Errc> : std::true_type {};
 
-namespace socksgate::gateway::http {
+namespace socksgate::gateway::http_connect {
 
 struct ConnectRequest {
   socks5::Address target;  // an IP literal (v4, or v6 from "[...]") or a domain name
@@ -44,4 +44,4 @@ std::error_code parse_connect(std::span<const uint8_t> in, ConnectRequest* out, 
 // `HTTP/1.1 <status> <reason>` and, for errors, a one-line text body that says why.
 std::string encode_response(int status, std::string_view why = {});
 
-}  // namespace socksgate::gateway::http
+}  // namespace socksgate::gateway::http_connect

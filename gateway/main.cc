@@ -1,5 +1,6 @@
 // socksgate: the gateway's single binary. Subcommands:
-//   run, validate, explain, hash-password, agent, audit verify, version  (see `socksgate --help`)
+//   run, validate, explain, hash-password, agent, audit verify, sessions, close-user, metrics,
+//   version  (see `socksgate --help`)
 // Exit codes: 0 success (explain: allowed), 1 runtime failure (audit verify: tampered), 2 usage
 // or invalid configuration, 3 explain: denied, 4 audit verify: intact with gaps.
 
@@ -12,11 +13,13 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -27,6 +30,7 @@
 #include "auth/userpass/login_throttle.h"
 #include "crypto/password_hash.h"
 #include "crypto/secure.h"
+#include "gateway/admin.h"
 #include "gateway/agent.h"
 #include "gateway/agent_config.h"
 #include "gateway/audit_log.h"
@@ -65,6 +69,9 @@ const char* kMainHelp =
     "  hash-password  read a password on stdin, print a crypt(3) yescrypt hash\n"
     "  audit verify   check an audit log's hash chain\n"
     "  agent          the client side: local SOCKS5/HTTP CONNECT proxy to a gateway over TLS\n"
+    "  sessions       list the live sessions of a running gateway (admin listener)\n"
+    "  close-user     close every session of one user (admin listener)\n"
+    "  metrics        print a running gateway's metrics (admin listener)\n"
     "  version        print the version\n"
     "\n"
     "`socksgate <command> --help` describes each. Exit codes: 0 ok, 1 failure,\n"
@@ -123,6 +130,22 @@ const std::map<std::string, std::string> kHelp = {
      "  --ready-file FILE  once listening, write {\"pid\":..,\"listeners\":[..]} to FILE\n"
      "  --log-level LEVEL  debug | info | warn | error (default info)\n"
      "Signals: SIGTERM/SIGINT stop.\n"},
+    {"sessions",
+     "usage: socksgate sessions --admin HOST:PORT [--token-file FILE] [--json]\n"
+     "\n"
+     "Lists the live sessions of a running gateway through its admin listener: id, user,\n"
+     "listener, client, target, command, bytes up/down so far, age. --json prints the raw\n"
+     "reply. Exit 0 on success, 1 if the gateway cannot be asked or refuses.\n"},
+    {"close-user",
+     "usage: socksgate close-user --admin HOST:PORT --user NAME [--token-file FILE]\n"
+     "\n"
+     "Closes every live session of NAME (audit close_reason \"admin_closed\") and prints how\n"
+     "many. Exit 0 on success (also when there were none), 1 on failure.\n"},
+    {"metrics",
+     "usage: socksgate metrics --admin HOST:PORT [--token-file FILE]\n"
+     "\n"
+     "Prints the gateway's metrics (Prometheus text format, docs/metrics.md).\n"
+     "Exit 0 on success, 1 on failure.\n"},
     {"version", "usage: socksgate version\n"},
 };
 
@@ -500,6 +523,99 @@ int cmd_audit(int argc, char** argv) {
   return rc;
 }
 
+// The admin subcommands: one HTTP request to the admin listener.
+std::string read_token(const Args& args) {
+  auto f = args.get("token-file");
+  if (!f) return {};
+  FILE* in = std::fopen(f->c_str(), "re");
+  if (in == nullptr) {
+    throw std::runtime_error(*f + ": cannot open: " + std::strerror(errno));
+  }
+  std::string t;
+  char buf[512];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, in)) > 0 && t.size() < 4096) t.append(buf, n);
+  std::fclose(in);
+  while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
+  if (t.empty()) throw std::runtime_error(*f + ": empty token file");
+  return t;
+}
+
+sg::http::Response ask_admin(const Args& args, const std::string& method,
+                             const std::string& target) {
+  std::string admin = args.require("admin");
+  std::string token = read_token(args);
+  sg::http::Response r;
+  try {
+    r = sg::admin_request(admin, method, target, token);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+  socksgate::crypto::secure_zero(token.data(), token.size());
+  if (r.status != 200) {
+    std::string why = r.body;
+    try {
+      why = nlohmann::json::parse(r.body).at("error").get<std::string>();
+    } catch (const std::exception&) {
+    }
+    while (!why.empty() && why.back() == '\n') why.pop_back();
+    throw std::runtime_error("the admin listener answered " + std::to_string(r.status) + ": " +
+                             why);
+  }
+  return r;
+}
+
+std::string human_bytes(uint64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  size_t u = 0;
+  while (v >= 1024 && u + 1 < std::size(units)) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+int cmd_sessions(const Args& args) {
+  auto r = ask_admin(args, "GET", "/sessions");
+  if (args.flag("json")) {
+    std::fputs(r.body.c_str(), stdout);
+    return kExitOk;
+  }
+  nlohmann::json j = nlohmann::json::parse(r.body);
+  std::printf("%-16s %-12s %-10s %-22s %-30s %-8s %10s %10s %8s\n", "ID", "USER", "LISTENER",
+              "CLIENT", "TARGET", "COMMAND", "UP", "DOWN", "AGE");
+  for (const auto& s : j.at("sessions")) {
+    std::printf("%-16s %-12s %-10s %-22s %-30s %-8s %10s %10s %7.1fs\n", s.value("id", "").c_str(),
+                s.value("user", "").c_str(), s.value("listener", "").c_str(),
+                s.value("client", "").c_str(), s.value("target", "").c_str(),
+                s.value("command", "").c_str(),
+                human_bytes(s.value("bytes_up", uint64_t{0})).c_str(),
+                human_bytes(s.value("bytes_down", uint64_t{0})).c_str(), s.value("age_s", 0.0));
+  }
+  return kExitOk;
+}
+
+int cmd_close_user(const Args& args) {
+  args.require("admin");
+  std::string user = args.require("user");
+  if (user.empty()) throw UsageError("--user must not be empty");
+  auto r = ask_admin(args, "POST", "/sessions/close?user=" + sg::http::percent_encode(user));
+  nlohmann::json j = nlohmann::json::parse(r.body);
+  std::printf("closed %llu sessions of %s\n",
+              static_cast<unsigned long long>(j.value("closed", uint64_t{0})),
+              j.value("user", user).c_str());
+  return kExitOk;
+}
+
+int cmd_metrics(const Args& args) {
+  auto r = ask_admin(args, "GET", "/metrics");
+  std::fwrite(r.body.data(), 1, r.body.size(), stdout);
+  return kExitOk;
+}
+
 int cmd_hash_password() {
   bool tty = ::isatty(STDIN_FILENO);
   termios old{};
@@ -558,6 +674,13 @@ int main(int argc, char** argv) {
                    std::vector<std::string>{"config", "user", "from", "to", "command", "listener",
                                             "method", "group"},
                    std::vector<std::string>{"no-resolve", "client-certificate"});
+    } else if (cmd == "sessions" || cmd == "metrics") {
+      args.emplace(
+          argc, argv, 2, std::vector<std::string>{"admin", "token-file"},
+          cmd == "sessions" ? std::vector<std::string>{"json"} : std::vector<std::string>{});
+    } else if (cmd == "close-user") {
+      args.emplace(argc, argv, 2, std::vector<std::string>{"admin", "token-file", "user"},
+                   std::vector<std::string>{});
     } else {
       args.emplace(argc, argv, 2, std::vector<std::string>{}, std::vector<std::string>{});
     }
@@ -570,6 +693,9 @@ int main(int argc, char** argv) {
     if (cmd == "validate") return cmd_validate(*args);
     if (cmd == "explain") return cmd_explain(*args);
     if (cmd == "hash-password") return cmd_hash_password();
+    if (cmd == "sessions") return cmd_sessions(*args);
+    if (cmd == "close-user") return cmd_close_user(*args);
+    if (cmd == "metrics") return cmd_metrics(*args);
     std::printf("socksgate %s\n", sg::kVersion);
     return kExitOk;
   } catch (const UsageError& e) {

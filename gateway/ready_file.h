@@ -15,6 +15,8 @@ struct ReadyListener {
   asio::ip::tcp::endpoint bound;
 };
 
-void write_ready_file(const std::string& path, const std::vector<ReadyListener>& listeners);
+// `admin`: the gateway's admin listener, if any (written as "admin": {"address", "port"}).
+void write_ready_file(const std::string& path, const std::vector<ReadyListener>& listeners,
+                      const ReadyListener* admin = nullptr);
 
 }  // namespace socksgate::gateway

@@ -74,6 +74,8 @@ PipePool& thread_pipe_pool() {
 enum class PumpEnd { kEof, kReadReset, kWriteReset, kError, kAborted };
 
 struct RelayState {
+  const ByteTap* tap_up = nullptr;
+  const ByteTap* tap_down = nullptr;
   Clock::time_point last_activity = Clock::now();
   bool failed = false;
   CloseReason reason = CloseReason::kClientClosed;
@@ -89,7 +91,7 @@ bool is_reset(int err) { return err == ECONNRESET || err == EPIPE || err == ECON
 // move on while more arrive instead of piling up in the pipe. A pipe is held only while it
 // has bytes in it.
 asio::awaitable<PumpEnd> splice_pump(asio::ip::tcp::socket& from, asio::ip::tcp::socket& to,
-                                     uint64_t* counter, RelayState* st) {
+                                     uint64_t* counter, const ByteTap* tap, RelayState* st) {
   const int in_fd = from.native_handle();
   const int out_fd = to.native_handle();
   Pipe pipe;
@@ -133,6 +135,7 @@ asio::awaitable<PumpEnd> splice_pump(asio::ip::tcp::socket& from, asio::ip::tcp:
       if (m > 0) {
         in_pipe -= static_cast<size_t>(m);
         *counter += static_cast<uint64_t>(m);
+        tap->add(static_cast<uint64_t>(m));
         st->last_activity = Clock::now();
       } else if (m < 0 && errno == EAGAIN) {
         out_again = true;
@@ -218,7 +221,8 @@ asio::awaitable<std::error_code> wait_readable(asio::ip::tcp::socket& s) {
 
 // Moves bytes through a buffer (for channels that transform bytes).
 asio::awaitable<PumpEnd> copy_pump_from_channel(crypto::Channel& from, asio::ip::tcp::socket& to,
-                                                uint64_t* counter, RelayState* st) {
+                                                uint64_t* counter, const ByteTap* tap,
+                                                RelayState* st) {
   CopyBuffer buf;
   for (;;) {
     if (!from.has_buffered()) {
@@ -233,6 +237,7 @@ asio::awaitable<PumpEnd> copy_pump_from_channel(crypto::Channel& from, asio::ip:
     if (ec) co_return ec == asio::error::connection_reset ? PumpEnd::kReadReset : PumpEnd::kError;
     auto [wec, wn] = co_await asio::async_write(to, asio::buffer(buf.get(), n), kUse);
     *counter += wn;
+    tap->add(wn);
     st->last_activity = Clock::now();
     if (wec) {
       if (wec == asio::error::operation_aborted) co_return PumpEnd::kAborted;
@@ -244,7 +249,8 @@ asio::awaitable<PumpEnd> copy_pump_from_channel(crypto::Channel& from, asio::ip:
 }
 
 asio::awaitable<PumpEnd> copy_pump_to_channel(asio::ip::tcp::socket& from, crypto::Channel& to,
-                                              uint64_t* counter, RelayState* st) {
+                                              uint64_t* counter, const ByteTap* tap,
+                                              RelayState* st) {
   CopyBuffer buf;
   std::error_code nb;
   from.non_blocking(true, nb);  // read_some below must say would_block, never wait
@@ -267,6 +273,7 @@ asio::awaitable<PumpEnd> copy_pump_to_channel(asio::ip::tcp::socket& from, crypt
       co_return PumpEnd::kWriteReset;
     }
     *counter += n;
+    tap->add(n);
     st->last_activity = Clock::now();
   }
 }
@@ -317,15 +324,17 @@ void pass_on(PumpEnd end, bool from_client, crypto::Channel& client,
 
 asio::awaitable<void> upstream_direction(crypto::Channel& client, asio::ip::tcp::socket& upstream,
                                          bool splice, uint64_t* counter, RelayState* st) {
-  PumpEnd end = splice ? co_await splice_pump(*client.plain_socket(), upstream, counter, st)
-                       : co_await copy_pump_from_channel(client, upstream, counter, st);
+  PumpEnd end =
+      splice ? co_await splice_pump(*client.plain_socket(), upstream, counter, st->tap_up, st)
+             : co_await copy_pump_from_channel(client, upstream, counter, st->tap_up, st);
   pass_on(end, /*from_client=*/true, client, upstream, st);
 }
 
 asio::awaitable<void> downstream_direction(crypto::Channel& client, asio::ip::tcp::socket& upstream,
                                            bool splice, uint64_t* counter, RelayState* st) {
-  PumpEnd end = splice ? co_await splice_pump(upstream, *client.plain_socket(), counter, st)
-                       : co_await copy_pump_to_channel(upstream, client, counter, st);
+  PumpEnd end =
+      splice ? co_await splice_pump(upstream, *client.plain_socket(), counter, st->tap_down, st)
+             : co_await copy_pump_to_channel(upstream, client, counter, st->tap_down, st);
   pass_on(end, /*from_client=*/false, client, upstream, st);
 }
 
@@ -349,11 +358,14 @@ asio::awaitable<RelayResult> run_relay(crypto::Channel& client, asio::ip::tcp::s
                                        RelayOptions opts) {
   RelayResult result;
   RelayState st;
+  st.tap_up = &opts.tap_up;
+  st.tap_down = &opts.tap_down;
   // Bytes the client sent ahead of our reply go first, exactly once.
   if (auto pending = client.pending(); !pending.empty()) {
     auto [ec, n] =
         co_await asio::async_write(upstream, asio::buffer(pending.data(), pending.size()), kUse);
     result.bytes_up += n;
+    opts.tap_up.add(n);
     client.drop_pending();
     if (ec) {
       result.reason = CloseReason::kUpstreamReset;

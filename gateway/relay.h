@@ -19,6 +19,7 @@
 
 #include "crypto/channel.h"
 #include "gateway/close_reason.h"
+#include "gateway/metrics.h"
 
 namespace socksgate::gateway {
 
@@ -31,6 +32,8 @@ struct RelayResult {
 struct RelayOptions {
   std::chrono::seconds idle_timeout{3600};
   bool allow_splice = true;
+  // Live counts other threads read while the relay runs (admin /sessions, metrics).
+  ByteTap tap_up, tap_down;
 };
 
 asio::awaitable<RelayResult> run_relay(crypto::Channel& client, asio::ip::tcp::socket& upstream,

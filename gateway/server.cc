@@ -23,6 +23,7 @@
 #include <thread>
 #include <tuple>
 
+#include "gateway/admin.h"
 #include "gateway/log.h"
 #include "gateway/ready_file.h"
 #include "gateway/server_state.h"
@@ -68,7 +69,17 @@ struct Server::Impl {
     size_t n = threads_or_cores(initial.config->threads.io);
     for (size_t i = 0; i < n; ++i) ios.push_back(std::make_unique<asio::io_context>(1));
     open_audit(*initial.config);
+    configure_metrics(initial);
     state.snapshot.store(std::make_shared<const Snapshot>(std::move(initial)));
+  }
+
+  // Label sets the configuration decides: listeners, rule ids, users with their own series.
+  void configure_metrics(const Snapshot& snap) {
+    std::vector<std::string> names;
+    for (const auto& l : snap.config->listeners) names.push_back(l.name);
+    state.metrics.configure(
+        names, snap.policy->rule_ids(),
+        snap.config->admin ? snap.config->admin->metrics_users : std::vector<std::string>{});
   }
 
   static size_t threads_or_cores(uint32_t n) {
@@ -100,7 +111,7 @@ struct Server::Impl {
       same->reconfigure(cfg.audit);
       audit_log = same;
     } else {
-      audit_log = std::make_shared<AuditLog>(cfg.audit);
+      audit_log = std::make_shared<AuditLog>(cfg.audit, &state.metrics);
       audit_logs.push_back(audit_log);
     }
     state.audit.store(audit_log);
@@ -201,7 +212,12 @@ struct Server::Impl {
     if (opts.ready_file.empty()) return;
     std::vector<ReadyListener> ready;
     for (const auto& [k, l] : listeners) ready.push_back({l->name, l->bound});
-    gateway::write_ready_file(opts.ready_file, ready);
+    std::optional<ReadyListener> admin_ready;
+    if (auto a = admin.bound()) {
+      admin_ready = ReadyListener{
+          "admin", asio::ip::tcp::endpoint(asio::ip::make_address(a->first), a->second)};
+    }
+    gateway::write_ready_file(opts.ready_file, ready, admin_ready ? &*admin_ready : nullptr);
   }
 
   void reload() {
@@ -212,11 +228,15 @@ struct Server::Impl {
     try {
       Snapshot snap = load_snapshot(opts.config_path, state.throttle);
       sync_listeners(*snap.config);
+      admin.apply(snap.config->admin ? &*snap.config->admin : nullptr);
       open_audit(*snap.config);
+      configure_metrics(snap);
       state.snapshot.store(std::make_shared<const Snapshot>(std::move(snap)));
       write_ready_file();
+      state.metrics.reload_succeeded();
       log::info("reload: configuration ", opts.config_path, " loaded");
     } catch (const std::exception& e) {
+      state.metrics.reload_failed();
       log::error("reload failed, keeping the previous configuration: ", e.what());
     }
   }
@@ -265,6 +285,7 @@ struct Server::Impl {
 
   int run() {
     sync_listeners(*state.snapshot.load()->config);
+    if (const auto& a = state.snapshot.load()->config->admin) admin.apply(&*a);
     write_ready_file();
     if (opts.after_bind) opts.after_bind();
     std::vector<std::thread> threads;
@@ -303,6 +324,7 @@ struct Server::Impl {
   std::vector<std::unique_ptr<asio::io_context>> ios;
   asio::io_context control{1};
   asio::signal_set signals;
+  AdminServer admin{control, state};  // after control: its sockets belong to control
   std::map<Key, std::unique_ptr<Listener>> listeners;
   std::vector<std::unique_ptr<Listener>> retired;
   std::shared_ptr<AuditLog> audit_log;              // the current one

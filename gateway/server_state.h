@@ -10,6 +10,7 @@
 #include "gateway/audit.h"
 #include "gateway/close_reason.h"
 #include "gateway/config.h"
+#include "gateway/metrics.h"
 #include "gateway/session_registry.h"
 
 namespace socksgate::gateway {
@@ -27,6 +28,7 @@ struct ServerState {
   std::shared_ptr<auth::userpass::LoginThrottle> throttle =
       std::make_shared<auth::userpass::LoginThrottle>();
   CloseCounters counters;
+  Metrics metrics;
   SessionRegistry sessions;
   std::atomic<uint64_t> sessions_total{0};
   std::atomic<bool> draining{false};

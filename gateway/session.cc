@@ -219,9 +219,10 @@ class Session {
   }
 
   asio::awaitable<void> run();
-  // Closes both sockets now (drain, revocation); the coroutine then ends with kShutdown.
-  void abort() {
+  // Closes both sockets now (drain, revocation, an admin); the session then ends with `why`.
+  void abort(CloseReason why) {
     aborted_ = true;
+    abort_reason_ = why;
     channel_->close();
     std::error_code ec;
     upstream_.close(ec);
@@ -272,6 +273,11 @@ class Session {
     extra_["detail"] = escape_untrusted(gss->failure().message() + ": " + gss->failure_detail());
     return true;
   }
+  // What GET /sessions shows as the target: "host:port".
+  std::string target_text() const;
+  ByteTap tap(bool up) {
+    return state_.metrics.tap(rec_.listener, identity_.user, up, up ? live_up_ : live_down_);
+  }
 
   ServerState& state_;
   std::shared_ptr<const Snapshot> snap_;
@@ -283,7 +289,7 @@ class Session {
   uint64_t numeric_id_ = 0;
 
  public:
-  std::function<void()> closer_;
+  SessionRegistry::Closer closer_;
 
  private:
   const ListenerConfig* listener_ = nullptr;
@@ -294,7 +300,11 @@ class Session {
   bool socks4_ = false;  // the client speaks SOCKS4/4a: replies are `00 5A|5B`
   json extra_;           // command-specific fields for the session_end record
   bool aborted_ = false;
+  CloseReason abort_reason_ = CloseReason::kShutdown;
   bool admitted_ = false;
+  // Bytes relayed so far, read by the admin listener while the session runs.
+  std::shared_ptr<std::atomic<uint64_t>> live_up_ = std::make_shared<std::atomic<uint64_t>>(0);
+  std::shared_ptr<std::atomic<uint64_t>> live_down_ = std::make_shared<std::atomic<uint64_t>>(0);
 };
 
 // UDP datagrams of a GSS-API protected session: one framed gss_wrap token each.
@@ -395,6 +405,7 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
     json j = base_record("auth_failure", rec_);
     j["reason"] = "no_acceptable_method";
     audit(std::move(j));
+    state_.metrics.auth_failed(rec_.method, "no_acceptable_method", {});
     co_return CloseReason::kNoAcceptableMethod;
   }
   if (ec) co_return from_client_read_error(ec);
@@ -413,6 +424,7 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
     json j = base_record("auth_failure", rec_);
     j["reason"] = "no_acceptable_method";
     audit(std::move(j));
+    state_.metrics.auth_failed(rec_.method, "no_acceptable_method", {});
     co_return CloseReason::kNoAcceptableMethod;
   }
   rec_.method = std::string(method->name());
@@ -435,6 +447,7 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
     j["reason"] = outcome.failure_reason;
     if (!outcome.failure_detail.empty()) j["detail"] = escape_untrusted(outcome.failure_detail);
     audit(std::move(j));
+    state_.metrics.auth_failed(rec_.method, outcome.failure_reason, outcome.claimed_user);
     rec_.user = outcome.claimed_user;
     co_return outcome.failure_reason == "busy" ? CloseReason::kBusy : CloseReason::kAuthFailed;
   }
@@ -447,6 +460,7 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
       j["detail"] = tls_->client_cert()->identity_error;
     }
     audit(std::move(j));
+    state_.metrics.auth_failed(identity_.method, why, identity_.user);
     rec_.user = identity_.user;
     co_return CloseReason::kAuthFailed;
   }
@@ -456,6 +470,7 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
   rec_.protection = identity_.protection;
   // RFC 1961 section 5: from here on every message is encapsulated.
   if (outcome.channel) wrapped_ = std::move(outcome.channel);
+  state_.metrics.auth_succeeded(identity_.method, identity_.user);
 
   // RFC 1928 section 4: the request.
   rec_.phase = SessionPhase::kRequest;
@@ -488,6 +503,7 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
     j["stage"] = "limit";
     j["reason"] = "limit:sessions_per_user";
     audit(std::move(j));
+    state_.metrics.limit_hit("sessions_per_user", identity_.user);
     co_await send_reply(socks5::Reply::kNotAllowed);
     co_return CloseReason::kLimitSessions;
   }
@@ -616,15 +632,18 @@ asio::awaitable<void> Session::run() {
   policy::IpAddress client_ip = to_policy_address(rec_.client.address());
 
   // Session caps that do not need to know the user.
+  state_.metrics.connection_accepted(rec_.listener);
+  SessionRegistry::Origin origin{rec_.listener, format_endpoint(rec_.client), live_up_, live_down_};
   auto admit =
       state_.sessions.admit(numeric_id_, rec_.client.address().to_string(), cfg.limits.max_sessions,
-                            cfg.limits.max_sessions_per_source, closer_);
+                            cfg.limits.max_sessions_per_source, closer_, std::move(origin));
   if (admit != SessionRegistry::Admit::kOk) {
     json j = base_record("denied", rec_);
     j["stage"] = "limit";
-    j["reason"] = admit == SessionRegistry::Admit::kGlobalLimit ? "limit:sessions_total"
-                                                                : "limit:sessions_per_source";
+    bool global = admit == SessionRegistry::Admit::kGlobalLimit;
+    j["reason"] = global ? "limit:sessions_total" : "limit:sessions_per_source";
     audit(std::move(j));
+    state_.metrics.limit_hit(global ? "sessions_total" : "sessions_per_source");
     finish(CloseReason::kLimitSessions);
     co_return;
   }
@@ -651,6 +670,8 @@ asio::awaitable<void> Session::run() {
     finish(**negotiated);
     co_return;
   }
+  std::string command = rec_.command.value_or(""), target = target_text();
+  state_.sessions.describe(numeric_id_, identity_.user, rec_.method, command, target);
 
   if (request_.command == static_cast<uint8_t>(socks5::Command::kBind)) {
     co_await run_bind();
@@ -694,8 +715,10 @@ asio::awaitable<void> Session::run_connect() {
 
 asio::awaitable<void> Session::relay_and_finish() {
   rec_.phase = SessionPhase::kRelay;
-  RelayResult rr =
-      co_await run_relay(io(), upstream_, RelayOptions{snap_->config->limits.idle_timeout, true});
+  // Named, not a temporary: GCC 12 destroys non-trivial temporaries of a co_await expression
+  // twice (the taps hold shared_ptrs).
+  RelayOptions opts{snap_->config->limits.idle_timeout, true, tap(true), tap(false)};
+  RelayResult rr = co_await run_relay(io(), upstream_, opts);
   rec_.bytes_up = rr.bytes_up;
   rec_.bytes_down = rr.bytes_down;
   // A token that failed verification (or came with the wrong protection) ended the relay:
@@ -767,6 +790,7 @@ asio::awaitable<void> Session::run_bind() {
     j["stage"] = "limit";
     j["reason"] = "limit:binds_per_user";
     audit(std::move(j));
+    state_.metrics.limit_hit("binds_per_user", identity_.user);
     co_await send_reply(socks5::Reply::kNotAllowed);
     finish(CloseReason::kLimitBinds);
     co_return;
@@ -854,8 +878,15 @@ asio::awaitable<void> Session::run_udp(bool in_stream) {
   }
   std::error_code ec;
   asio::ip::address local = channel_->lowest_layer().local_endpoint(ec).address();
-  UdpSettings us{cfg.udp.idle_timeout,     cfg.udp.max_datagrams_per_s, cfg.udp.max_bytes_per_s,
-                 cfg.udp.max_destinations, listener_->external_addrs,   &snap_->egress};
+  UdpSettings us;
+  us.idle_timeout = cfg.udp.idle_timeout;
+  us.max_datagrams_per_s = cfg.udp.max_datagrams_per_s;
+  us.max_bytes_per_s = cfg.udp.max_bytes_per_s;
+  us.max_destinations = cfg.udp.max_destinations;
+  us.source = listener_->external_addrs;
+  us.egress = &snap_->egress;
+  us.tap_up = tap(true);
+  us.tap_down = tap(false);
   // GSS-API: datagrams are protected like the stream (RFC 1961 section 5). In stream mode they
   // travel inside the protected stream itself.
   std::optional<GssDatagrams> gss_datagrams;
@@ -966,7 +997,7 @@ asio::awaitable<std::optional<asio::ip::tcp::socket>> Session::accept_bind_peer(
 }
 
 void Session::finish(CloseReason reason) {
-  if (aborted_) reason = CloseReason::kShutdown;
+  if (aborted_) reason = abort_reason_;
   if (admitted_) state_.sessions.remove(numeric_id_);
   SessionPhase at = rec_.phase;
   rec_.phase = SessionPhase::kClosed;
@@ -974,6 +1005,8 @@ void Session::finish(CloseReason reason) {
   std::error_code ec;
   upstream_.close(ec);
   state_.counters.add(reason);
+  state_.metrics.session_ended({rec_.listener, rec_.method, rec_.command.value_or(""),
+                                identity_.user, rec_.rule_id, rec_.decision, to_string(reason)});
   if (reason == CloseReason::kTlsError && tls_ != nullptr && !extra_.contains("tls_error")) {
     extra_["tls_error"] = tls_->last_error();
   }
@@ -995,6 +1028,20 @@ void Session::finish(CloseReason reason) {
   audit_->write_record(AuditRecord{b.take(), identity_.user});
 }
 
+std::string Session::target_text() const {
+  if (!rec_.requested) return {};
+  std::string host = rec_.requested->type == socks5::AddressType::kDomain
+                         ? escape_untrusted(rec_.requested->domain)
+                         : rec_.requested->ip.to_string();
+  if (rec_.requested->type == socks5::AddressType::kIpv6) {
+    host.insert(0, 1, '[');
+    host.push_back(']');
+  }
+  host.push_back(':');
+  host += std::to_string(rec_.port);
+  return host;
+}
+
 }  // namespace
 
 std::string format_session_id(uint64_t id) {
@@ -1010,9 +1057,9 @@ asio::awaitable<void> run_session(ServerState& state, std::shared_ptr<const Snap
   Session s(state, std::move(snapshot), std::move(listener), std::move(socket), peer, id);
   auto control = std::make_shared<SessionControl>();
   control->session = &s;
-  s.closer_ = [ex, weak = std::weak_ptr<SessionControl>(control)] {
-    asio::post(ex, [weak] {
-      if (auto c = weak.lock(); c && c->session) c->session->abort();
+  s.closer_ = [ex, weak = std::weak_ptr<SessionControl>(control)](CloseReason why) {
+    asio::post(ex, [weak, why] {
+      if (auto c = weak.lock(); c && c->session) c->session->abort(why);
     });
   };
   co_await s.run();

@@ -6,7 +6,7 @@ namespace socksgate::gateway {
 
 SessionRegistry::Admit SessionRegistry::admit(uint64_t id, const std::string& source,
                                               uint32_t max_total, uint32_t max_per_source,
-                                              std::function<void()> closer) {
+                                              Closer closer, Origin origin) {
   std::lock_guard lock(mu_);
   if (max_total != 0 && sessions_.size() >= max_total) return Admit::kGlobalLimit;
   uint32_t& n = per_source_[source];
@@ -15,7 +15,11 @@ SessionRegistry::Admit SessionRegistry::admit(uint64_t id, const std::string& so
     return Admit::kSourceLimit;
   }
   ++n;
-  sessions_.emplace(id, Entry{source, {}, false, false, std::move(closer)});
+  Entry e;
+  e.source = source;
+  e.closer = std::move(closer);
+  e.origin = std::move(origin);
+  sessions_.emplace(id, std::move(e));
   return Admit::kOk;
 }
 
@@ -81,13 +85,62 @@ size_t SessionRegistry::active_for_user(const std::string& user) const {
   return it == per_user_.end() ? 0 : it->second;
 }
 
-void SessionRegistry::close_all() {
-  std::vector<std::function<void()>> closers;
+void SessionRegistry::describe(uint64_t id, const std::string& user, const std::string& method,
+                               const std::string& command, const std::string& target) {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return;
+  if (!it->second.user_counted && !it->second.bind_counted) it->second.user = user;
+  it->second.method = method;
+  it->second.command = command;
+  it->second.target = target;
+}
+
+void SessionRegistry::close_all(CloseReason why) {
+  std::vector<Closer> closers;
   {
     std::lock_guard lock(mu_);
     for (auto& [id, e] : sessions_) closers.push_back(e.closer);
   }
-  for (auto& c : closers) c();
+  for (auto& c : closers) {
+    if (c) c(why);
+  }
+}
+
+size_t SessionRegistry::close_user(const std::string& user, CloseReason why) {
+  std::vector<Closer> closers;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, e] : sessions_) {
+      if (!e.user.empty() && e.user == user) closers.push_back(e.closer);
+    }
+  }
+  for (auto& c : closers) {
+    if (c) c(why);
+  }
+  return closers.size();
+}
+
+std::vector<SessionView> SessionRegistry::list() const {
+  auto now = std::chrono::steady_clock::now();
+  std::vector<SessionView> out;
+  std::lock_guard lock(mu_);
+  out.reserve(sessions_.size());
+  for (const auto& [id, e] : sessions_) {
+    SessionView v;
+    v.id = id;
+    v.listener = e.origin.listener;
+    v.client = e.origin.client;
+    v.user = e.user;
+    v.method = e.method;
+    v.command = e.command;
+    v.target = e.target;
+    if (e.origin.bytes_up) v.bytes_up = e.origin.bytes_up->load(std::memory_order_relaxed);
+    if (e.origin.bytes_down) v.bytes_down = e.origin.bytes_down->load(std::memory_order_relaxed);
+    v.age = now - e.start;
+    out.push_back(std::move(v));
+  }
+  return out;
 }
 
 }  // namespace socksgate::gateway

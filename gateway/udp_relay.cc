@@ -302,6 +302,7 @@ asio::awaitable<bool> UdpAssociation::forward_up(std::span<const uint8_t> dgram,
   last_activity_ = now;
   ++counters_.datagrams_up;
   counters_.bytes_up += sent;
+  settings_.tap_up.add(sent);
   ++flow.datagrams_up;
   flow.bytes_up += sent;
   flow.last_seen = wall;
@@ -365,6 +366,7 @@ asio::awaitable<void> UdpAssociation::upstream_loop(udp::socket& sock) {
       last_activity_ = now;
       ++counters_.datagrams_down;
       counters_.bytes_down += n;
+      settings_.tap_down.add(n);
       ++flow->second.datagrams_down;
       flow->second.bytes_down += n;
       flow->second.last_seen = wall;

@@ -38,6 +38,7 @@
 #include "crypto/channel.h"
 #include "gateway/close_reason.h"
 #include "gateway/interfaces.h"
+#include "gateway/metrics.h"
 #include "gateway/socks5.h"
 #include "policy/policy.h"
 
@@ -65,6 +66,7 @@ struct UdpSettings {
   // Rule "egress" names resolved (from the snapshot); a passing rule's egress wins.
   const std::map<std::string, HostAddresses, std::less<>>* egress = nullptr;
   DatagramProtection* protection = nullptr;  // GSS-API encapsulation; null = plain datagrams
+  ByteTap tap_up, tap_down;                  // live byte counts (admin /sessions, metrics)
 };
 
 struct UdpCounters {

@@ -463,4 +463,12 @@ Decision Policy::decide_any_destination(const DecisionRequest& r) const {
 size_t Policy::rule_count() const { return impl_ ? impl_->rules.size() : 0; }
 size_t Policy::client_rule_count() const { return impl_ ? impl_->client_rules.size() : 0; }
 
+std::vector<std::string> Policy::rule_ids() const {
+  std::vector<std::string> out;
+  if (!impl_) return out;
+  for (const auto& r : impl_->client_rules) out.push_back(r.id);
+  for (const auto& r : impl_->rules) out.push_back(r.id);
+  return out;
+}
+
 }  // namespace socksgate::policy

@@ -126,6 +126,8 @@ class Policy {
   // Every distinct "egress" the rules name (the gateway resolves them at load time).
   std::vector<std::string> egress_names() const;
   size_t client_rule_count() const;
+  // The ids of the client rules and the rules, in file order (metrics label values).
+  std::vector<std::string> rule_ids() const;
 
  private:
   friend class PolicyLoader;

@@ -11,7 +11,7 @@
 #include "gateway/socks5.h"
 
 namespace s5 = socksgate::gateway::socks5;
-namespace http = socksgate::gateway::http;
+namespace http_connect = socksgate::gateway::http_connect;
 
 template <typename Msg, typename Parse>
 static void check(std::span<const uint8_t> in, Parse parse) {
@@ -37,7 +37,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       check<uint8_t>(in, s5::parse_method_selection);
       break;
     default:
-      if (in.size() <= http::kMaxRequestHead) check<http::ConnectRequest>(in, http::parse_connect);
+      if (in.size() <= http_connect::kMaxRequestHead)
+        check<http_connect::ConnectRequest>(in, http_connect::parse_connect);
       break;
   }
   return 0;

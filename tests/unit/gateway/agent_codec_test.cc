@@ -91,18 +91,18 @@ TEST(Socks5Client, GreetingAndMethodSelection) {
 }
 
 TEST(HttpConnect, ParsesTargetsOfEveryKind) {
-  http::ConnectRequest r;
+  http_connect::ConnectRequest r;
   size_t c = 0;
   Bytes b = bytes("CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\nextra");
-  ASSERT_FALSE(http::parse_connect(b, &r, &c));
+  ASSERT_FALSE(http_connect::parse_connect(b, &r, &c));
   EXPECT_EQ(c, b.size() - 5);
   EXPECT_EQ(r.target.type, socks5::AddressType::kDomain);
   EXPECT_EQ(r.target.domain, "example.test");
   EXPECT_EQ(r.port, 443);
-  ASSERT_FALSE(http::parse_connect(bytes("CONNECT 127.0.0.1:8080 HTTP/1.0\n\n"), &r, &c));
+  ASSERT_FALSE(http_connect::parse_connect(bytes("CONNECT 127.0.0.1:8080 HTTP/1.0\n\n"), &r, &c));
   EXPECT_EQ(r.target.type, socks5::AddressType::kIpv4);
   EXPECT_EQ(r.port, 8080);
-  ASSERT_FALSE(http::parse_connect(bytes("CONNECT [::1]:22 HTTP/1.1\r\n\r\n"), &r, &c));
+  ASSERT_FALSE(http_connect::parse_connect(bytes("CONNECT [::1]:22 HTTP/1.1\r\n\r\n"), &r, &c));
   EXPECT_EQ(r.target.type, socks5::AddressType::kIpv6);
   EXPECT_EQ(r.target.ip.to_string(), "::1");
   EXPECT_EQ(r.port, 22);
@@ -111,40 +111,42 @@ TEST(HttpConnect, ParsesTargetsOfEveryKind) {
 TEST(HttpConnect, EveryPrefixNeedsMore) {
   Bytes b = bytes("CONNECT h:1 HTTP/1.1\r\nUser-Agent: x\r\n\r\n");
   for (size_t k = 0; k < b.size(); ++k) {
-    http::ConnectRequest r;
+    http_connect::ConnectRequest r;
     size_t c = 3;
-    EXPECT_EQ(http::parse_connect(std::span(b).first(k), &r, &c), ParseErrc::kNeedMore) << k;
+    EXPECT_EQ(http_connect::parse_connect(std::span(b).first(k), &r, &c), ParseErrc::kNeedMore)
+        << k;
     EXPECT_EQ(c, 3u);
   }
 }
 
 TEST(HttpConnect, Errors) {
-  http::ConnectRequest r;
+  http_connect::ConnectRequest r;
   r.port = 7;
   size_t c = 0;
-  auto parse = [&](std::string_view s) { return http::parse_connect(bytes(s), &r, &c); };
-  EXPECT_EQ(parse("GET http://x/ HTTP/1.1\r\n\r\n"), http::Errc::kNotConnect);
-  EXPECT_EQ(parse("CONNECT x:1\r\n\r\n"), http::Errc::kBadRequest);
-  EXPECT_EQ(parse("CONNECT x:1 HTTP/2\r\n\r\n"), http::Errc::kBadRequest);
-  EXPECT_EQ(parse("connect x:1 HTTP/1.1\r\n\r\n"), http::Errc::kBadRequest);
-  EXPECT_EQ(parse("CONNECT x HTTP/1.1\r\n\r\n"), http::Errc::kBadTarget);
-  EXPECT_EQ(parse("CONNECT x:0 HTTP/1.1\r\n\r\n"), http::Errc::kBadTarget);
-  EXPECT_EQ(parse("CONNECT x:65536 HTTP/1.1\r\n\r\n"), http::Errc::kBadTarget);
-  EXPECT_EQ(parse("CONNECT x:+1 HTTP/1.1\r\n\r\n"), http::Errc::kBadTarget);
-  EXPECT_EQ(parse("CONNECT :80 HTTP/1.1\r\n\r\n"), http::Errc::kBadTarget);
-  EXPECT_EQ(parse("CONNECT u@x:80 HTTP/1.1\r\n\r\n"), http::Errc::kBadTarget);
-  EXPECT_EQ(parse("CONNECT [::1:80 HTTP/1.1\r\n\r\n"), http::Errc::kBadTarget);
-  EXPECT_EQ(parse("CONNECT [nope]:80 HTTP/1.1\r\n\r\n"), http::Errc::kBadTarget);
-  EXPECT_EQ(parse("CONNECT ::1:80 HTTP/1.1\r\n\r\n"), http::Errc::kBadTarget);
+  auto parse = [&](std::string_view s) { return http_connect::parse_connect(bytes(s), &r, &c); };
+  EXPECT_EQ(parse("GET http://x/ HTTP/1.1\r\n\r\n"), http_connect::Errc::kNotConnect);
+  EXPECT_EQ(parse("CONNECT x:1\r\n\r\n"), http_connect::Errc::kBadRequest);
+  EXPECT_EQ(parse("CONNECT x:1 HTTP/2\r\n\r\n"), http_connect::Errc::kBadRequest);
+  EXPECT_EQ(parse("connect x:1 HTTP/1.1\r\n\r\n"), http_connect::Errc::kBadRequest);
+  EXPECT_EQ(parse("CONNECT x HTTP/1.1\r\n\r\n"), http_connect::Errc::kBadTarget);
+  EXPECT_EQ(parse("CONNECT x:0 HTTP/1.1\r\n\r\n"), http_connect::Errc::kBadTarget);
+  EXPECT_EQ(parse("CONNECT x:65536 HTTP/1.1\r\n\r\n"), http_connect::Errc::kBadTarget);
+  EXPECT_EQ(parse("CONNECT x:+1 HTTP/1.1\r\n\r\n"), http_connect::Errc::kBadTarget);
+  EXPECT_EQ(parse("CONNECT :80 HTTP/1.1\r\n\r\n"), http_connect::Errc::kBadTarget);
+  EXPECT_EQ(parse("CONNECT u@x:80 HTTP/1.1\r\n\r\n"), http_connect::Errc::kBadTarget);
+  EXPECT_EQ(parse("CONNECT [::1:80 HTTP/1.1\r\n\r\n"), http_connect::Errc::kBadTarget);
+  EXPECT_EQ(parse("CONNECT [nope]:80 HTTP/1.1\r\n\r\n"), http_connect::Errc::kBadTarget);
+  EXPECT_EQ(parse("CONNECT ::1:80 HTTP/1.1\r\n\r\n"), http_connect::Errc::kBadTarget);
   EXPECT_EQ(r.port, 7);  // untouched on error
 }
 
 TEST(HttpConnect, Responses) {
-  EXPECT_EQ(http::encode_response(200), "HTTP/1.1 200 Connection established\r\n\r\n");
-  std::string r = http::encode_response(502, "gateway unreachable");
+  EXPECT_EQ(http_connect::encode_response(200), "HTTP/1.1 200 Connection established\r\n\r\n");
+  std::string r = http_connect::encode_response(502, "gateway unreachable");
   EXPECT_EQ(r.rfind("HTTP/1.1 502 Bad Gateway\r\n", 0), 0u);
   EXPECT_NE(r.find("Content-Length: 20\r\n\r\ngateway unreachable\n"), std::string::npos);
-  EXPECT_NE(http::encode_response(407, "x").find("Proxy-Authenticate: "), std::string::npos);
+  EXPECT_NE(http_connect::encode_response(407, "x").find("Proxy-Authenticate: "),
+            std::string::npos);
 }
 
 }  // namespace

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
+#include <memory>
 #include <set>
 #include <string>
 
@@ -139,20 +142,57 @@ TEST(CloseReason, ErrnoMapsToReplyCodes) {
 
 TEST(SessionRegistry, CapsGlobalSourceAndUser) {
   SessionRegistry r;
-  EXPECT_EQ(r.admit(1, "a", 3, 2, [] {}), SessionRegistry::Admit::kOk);
-  EXPECT_EQ(r.admit(2, "a", 3, 2, [] {}), SessionRegistry::Admit::kOk);
-  EXPECT_EQ(r.admit(3, "a", 3, 2, [] {}), SessionRegistry::Admit::kSourceLimit);
-  EXPECT_EQ(r.admit(4, "b", 3, 2, [] {}), SessionRegistry::Admit::kOk);
-  EXPECT_EQ(r.admit(5, "c", 3, 2, [] {}), SessionRegistry::Admit::kGlobalLimit);
+  EXPECT_EQ(r.admit(1, "a", 3, 2, [](CloseReason) {}), SessionRegistry::Admit::kOk);
+  EXPECT_EQ(r.admit(2, "a", 3, 2, [](CloseReason) {}), SessionRegistry::Admit::kOk);
+  EXPECT_EQ(r.admit(3, "a", 3, 2, [](CloseReason) {}), SessionRegistry::Admit::kSourceLimit);
+  EXPECT_EQ(r.admit(4, "b", 3, 2, [](CloseReason) {}), SessionRegistry::Admit::kOk);
+  EXPECT_EQ(r.admit(5, "c", 3, 2, [](CloseReason) {}), SessionRegistry::Admit::kGlobalLimit);
   EXPECT_TRUE(r.admit_user(1, "alice", 1));
   EXPECT_FALSE(r.admit_user(2, "alice", 1));
   r.remove(1);
   EXPECT_TRUE(r.admit_user(2, "alice", 1));
   EXPECT_EQ(r.active(), 2u);
   int closed = 0;
-  r.admit(6, "d", 0, 0, [&] { ++closed; });
+  r.admit(6, "d", 0, 0, [&](CloseReason) { ++closed; });
   r.close_all();
   EXPECT_EQ(closed, 1);
+}
+
+TEST(SessionRegistry, ListsAndClosesOneUsersSessions) {
+  SessionRegistry r;
+  std::vector<std::pair<uint64_t, CloseReason>> asked;
+  auto closer = [&](uint64_t id) {
+    return [&asked, id](CloseReason why) { asked.emplace_back(id, why); };
+  };
+  auto up = std::make_shared<std::atomic<uint64_t>>(0);
+  auto down = std::make_shared<std::atomic<uint64_t>>(0);
+  r.admit(1, "a", 0, 0, closer(1), {"main", "127.0.0.1:5000", up, down});
+  r.admit(2, "a", 0, 0, closer(2), {"main", "127.0.0.1:5001", nullptr, nullptr});
+  r.admit(3, "b", 0, 0, closer(3), {"tls", "[::1]:5002", nullptr, nullptr});
+  ASSERT_TRUE(r.admit_user(1, "alice", 0));
+  ASSERT_TRUE(r.admit_user(2, "bob", 0));
+  r.describe(1, "alice", "userpass", "connect", "example.com:443");
+  r.describe(3, "alice", "none", "udp", "");  // anonymous method, user from describe()
+  up->store(10);
+  down->store(20);
+  auto list = r.list();
+  ASSERT_EQ(list.size(), 3u);
+  std::sort(list.begin(), list.end(), [](auto& a, auto& b) { return a.id < b.id; });
+  EXPECT_EQ(list[0].user, "alice");
+  EXPECT_EQ(list[0].listener, "main");
+  EXPECT_EQ(list[0].client, "127.0.0.1:5000");
+  EXPECT_EQ(list[0].target, "example.com:443");
+  EXPECT_EQ(list[0].command, "connect");
+  EXPECT_EQ(list[0].bytes_up, 10u);
+  EXPECT_EQ(list[0].bytes_down, 20u);
+  EXPECT_EQ(list[1].user, "bob");
+  EXPECT_EQ(list[1].bytes_up, 0u);
+  EXPECT_EQ(r.close_user("alice", CloseReason::kAdminClosed), 2u);
+  std::sort(asked.begin(), asked.end());
+  EXPECT_EQ(asked, (std::vector<std::pair<uint64_t, CloseReason>>{{1, CloseReason::kAdminClosed},
+                                                                  {3, CloseReason::kAdminClosed}}));
+  EXPECT_EQ(r.close_user("nobody", CloseReason::kAdminClosed), 0u);
+  EXPECT_EQ(to_string(CloseReason::kAdminClosed), "admin_closed");
 }
 
 }  // namespace
