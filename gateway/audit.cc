@@ -10,10 +10,7 @@
 #include "gateway/metrics.h"
 
 namespace socksgate::gateway {
-namespace {
 
-// Length of the valid UTF-8 sequence at s[i], or 0 if there is none (RFC 3629: no
-// overlongs, no surrogates, nothing above U+10FFFF).
 size_t utf8_sequence_length(std::string_view s, size_t i) {
   auto b = [&](size_t k) { return static_cast<uint8_t>(s[i + k]); };
   uint8_t c = b(0);
@@ -41,8 +38,6 @@ size_t utf8_sequence_length(std::string_view s, size_t i) {
   if (cp >= 0xD800 && cp <= 0xDFFF) return 0;
   return n;
 }
-
-}  // namespace
 
 std::string escape_untrusted(std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";

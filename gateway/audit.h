@@ -28,6 +28,10 @@ class Metrics;
 
 // Valid UTF-8 passes unchanged except '\' which becomes "\\"; each byte that is not part of a
 // valid UTF-8 sequence becomes "\xNN". (JSON encoding then escapes control characters.)
+// Length of the valid UTF-8 sequence at s[i], or 0 if there is none (RFC 3629: no
+// overlongs, no surrogates, nothing above U+10FFFF).
+size_t utf8_sequence_length(std::string_view s, size_t i);
+
 std::string escape_untrusted(std::string_view bytes);
 // The inverse, for tools and tests.
 std::string unescape_untrusted(std::string_view text);

@@ -1,38 +1,9 @@
 #include "gateway/audit_record.h"
 
+#include "gateway/audit.h"
+
 namespace socksgate::gateway {
-namespace {
-
-// Length of the valid UTF-8 sequence at s[i] (RFC 3629), or 0.
-size_t utf8_len(std::string_view s, size_t i) {
-  auto b = [&](size_t k) { return static_cast<uint8_t>(s[i + k]); };
-  uint8_t c = b(0);
-  size_t n;
-  uint32_t cp;
-  if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) {
-    n = 2;
-    cp = c & 0x1F;
-  } else if (c >= 0xE0 && c <= 0xEF) {
-    n = 3;
-    cp = c & 0x0F;
-  } else if (c >= 0xF0 && c <= 0xF4) {
-    n = 4;
-    cp = c & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k) {
-    if ((b(k) & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (b(k) & 0x3F);
-  }
-  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF))) return 0;
-  if (cp >= 0xD800 && cp <= 0xDFFF) return 0;
-  return n;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 void append_json_string(std::string* out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
@@ -46,7 +17,7 @@ void append_json_string(std::string* out, std::string_view s) {
       continue;
     }
     if (c >= 0x80) {
-      size_t n = utf8_len(s, i);
+      size_t n = utf8_sequence_length(s, i);
       if (n > 0) {
         i += n;
         continue;

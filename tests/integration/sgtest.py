@@ -656,7 +656,12 @@ def socks_connect(proxy: tuple[str, int], user: str | None, password: str | None
                   timeout: float = IO_TIMEOUT) -> tuple[socket.socket, tuple[str, int]]:
     """A full SOCKS5 CONNECT. Returns (socket, (BND.ADDR, BND.PORT)); raises SocksError with
     the stage ("method", "auth", "reply") and what came back on failure (socket closed)."""
-    s = connect_tcp(proxy, source, timeout)
+    return socks_handshake(connect_tcp(proxy, source, timeout), user, password, host, port, cmd)
+
+
+def socks_handshake(s, user: str | None, password: str | None, host, port: int,
+                    cmd: int = 1) -> tuple[socket.socket, tuple[str, int]]:
+    """The SOCKS5 exchange of socks_connect on an open socket (plain, or TLS-wrapped)."""
     try:
         if user is None:
             s.sendall(greeting((0x00,)))

@@ -10,8 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from sgtest import (IO_TIMEOUT, RUN_AS_GROUP, RUN_AS_USER, SocksError, connect_tcp, greeting,
-                    read_reply, recv_exact, request, run_as_dir, userpass)
+from sgtest import (IO_TIMEOUT, RUN_AS_GROUP, RUN_AS_USER, connect_tcp, run_as_dir,
+                    socks_handshake)
 
 REPO = Path(__file__).resolve().parents[2]
 MAKE_CERTS = REPO / "certs" / "make-certs.sh"
@@ -97,30 +97,8 @@ def tls_connect(addr: tuple[str, int], ctx: ssl.SSLContext, server_hostname: str
 def tls_socks_connect(addr, ctx, user: str | None, password: str | None, host, port: int,
                       session=None, cmd: int = 1) -> tuple[ssl.SSLSocket, tuple[str, int]]:
     """TLS, then a whole SOCKS5 exchange inside. Raises SocksError like socks_connect."""
-    s = tls_connect(addr, ctx, session=session)
-    try:
-        if user is None:
-            s.sendall(greeting((0x00,)))
-            m = recv_exact(s, 2)
-            if m != b"\x05\x00":
-                raise SocksError("method", m)
-        else:
-            s.sendall(greeting((0x02,)))
-            m = recv_exact(s, 2)
-            if m != b"\x05\x02":
-                raise SocksError("method", m)
-            s.sendall(userpass(user, password))
-            a = recv_exact(s, 2)
-            if a != b"\x01\x00":
-                raise SocksError("auth", a)
-        s.sendall(request(host, port, cmd))
-        rep, baddr, bport = read_reply(s)
-        if rep != 0:
-            raise SocksError("reply", rep)
-        return s, (baddr, bport)
-    except BaseException:
-        s.close()
-        raise
+    return socks_handshake(tls_connect(addr, ctx, session=session), user, password, host, port,
+                           cmd)
 
 
 def free_port() -> int:
