@@ -422,6 +422,9 @@ AuditLog::AuditLog(AuditConfig cfg, Metrics* metrics)
     : cfg_(cfg), out_(std::make_unique<Output>(cfg)), live_(cfg), metrics_(metrics) {
   commit_waiting_ = true;  // write the opening record at once
   writer_ = std::thread([this] { run(); });
+  // The writer has dropped what it must not keep (see run()) before anyone goes on.
+  std::unique_lock lk(mu_);
+  cv_.wait(lk, [this] { return writer_ready_; });
 }
 
 AuditLog::~AuditLog() { shutdown(); }
@@ -508,6 +511,8 @@ void AuditLog::run() {
     }
   }
   std::unique_lock lk(mu_);
+  writer_ready_ = true;
+  cv_.notify_all();
   for (;;) {
     for (;;) {
       if (stop_ || reopen_ || commit_waiting_) break;

@@ -112,6 +112,7 @@ class AuditLog final : public AuditSink {
   bool commit_waiting_ = false;                   // guarded by mu_
   bool reopen_ = false;                           // guarded by mu_
   bool stop_ = false;                             // guarded by mu_
+  bool writer_ready_ = false;                     // guarded by mu_: the writer thread has started
   bool stopped_ = false;                          // guarded by mu_
   std::chrono::steady_clock::time_point oldest_;  // guarded by mu_
   AuditConfig live_;                              // guarded by mu_

@@ -374,6 +374,12 @@ def test_started_unprivileged_still_serves_pam(pam_gateway, echo_server):
     gw, _ = pam_gateway(prefix=("setpriv", "--reuid=nobody", "--regid=nogroup",
                                 "--clear-groups", "--inh-caps=+net_bind_service",
                                 "--ambient-caps=+net_bind_service", "--"))
+    # The ready file comes before the capabilities go (nothing is served before): wait for the
+    # log line that follows the drop, then every thread must have none.
+    deadline = time.monotonic() + 10
+    while "serving as" not in gw.log_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "serving as" in gw.log_text(), gw.log_text()
     for task in os.listdir(f"/proc/{gw.proc.pid}/task"):
         st = proc_status(int(task))
         assert st["Uid"].split() == [str(NOBODY)] * 4
