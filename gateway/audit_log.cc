@@ -418,9 +418,14 @@ struct AuditLog::Output {
   Clock::time_point last_report{};
 };
 
-AuditLog::AuditLog(AuditConfig cfg, Metrics* metrics)
+AuditLog::AuditLog(AuditConfig cfg, Metrics* metrics, bool start)
     : cfg_(cfg), out_(std::make_unique<Output>(cfg)), live_(cfg), metrics_(metrics) {
   commit_waiting_ = true;  // write the opening record at once
+  if (start) this->start();
+}
+
+void AuditLog::start() {
+  if (writer_.joinable()) return;
   writer_ = std::thread([this] { run(); });
   // The writer has dropped what it must not keep (see run()) before anyone goes on.
   std::unique_lock lk(mu_);

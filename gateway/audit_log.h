@@ -76,7 +76,11 @@ class AuditLog final : public AuditSink {
   // fit the configuration (keyed vs not, unreadable last record).
   // `metrics` (optional, must outlive the log) is told each record's write latency and each
   // record that could not be written.
-  explicit AuditLog(AuditConfig cfg, Metrics* metrics = nullptr);
+  // `start` false: records queue until start() (a gateway started without root but with
+  // capabilities starts its threads only once it has dropped them).
+  explicit AuditLog(AuditConfig cfg, Metrics* metrics = nullptr, bool start = true);
+  // Starts the writer thread (once); returns when it runs.
+  void start();
   ~AuditLog() override;
 
   void write(nlohmann::json record) override;

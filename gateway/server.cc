@@ -111,7 +111,9 @@ struct Server::Impl {
       same->reconfigure(cfg.audit);
       audit_log = same;
     } else {
-      audit_log = std::make_shared<AuditLog>(cfg.audit, &state.metrics);
+      // Without root but with capabilities, no thread may start before they are dropped.
+      audit_log = std::make_shared<AuditLog>(cfg.audit, &state.metrics,
+                                             ::geteuid() == 0 || threads_allowed);
       audit_logs.push_back(audit_log);
     }
     state.audit.store(audit_log);
@@ -288,6 +290,10 @@ struct Server::Impl {
     if (const auto& a = state.snapshot.load()->config->admin) admin.apply(&*a);
     write_ready_file();
     if (opts.after_bind) opts.after_bind();
+    threads_allowed = true;
+    for (auto& w : audit_logs) {
+      if (auto a = w.lock()) a->start();
+    }
     std::vector<std::thread> threads;
     std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
     for (auto& io : ios) guards.emplace_back(io->get_executor());
@@ -328,6 +334,7 @@ struct Server::Impl {
   std::map<Key, std::unique_ptr<Listener>> listeners;
   std::vector<std::unique_ptr<Listener>> retired;
   std::shared_ptr<AuditLog> audit_log;              // the current one
+  bool threads_allowed = false;                     // after_bind has run
   std::vector<std::weak_ptr<AuditLog>> audit_logs;  // every one made (sessions may hold old ones)
   bool stopping = false;
 };
