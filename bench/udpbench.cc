@@ -363,42 +363,8 @@ EchoChild spawn_echo() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// /proc accounting for the proxy's process tree (as in socksbench).
-
-std::vector<pid_t> process_tree(const std::vector<pid_t>& roots) {
-  std::multimap<pid_t, pid_t> children;
-  if (DIR* d = opendir("/proc")) {
-    while (dirent* e = readdir(d)) {
-      char* end = nullptr;
-      long v = std::strtol(e->d_name, &end, 10);
-      if (end == e->d_name || *end != '\0') continue;
-      if (auto ps = read_proc_stat(static_cast<pid_t>(v)))
-        children.emplace(ps->ppid, static_cast<pid_t>(v));
-    }
-    closedir(d);
-  }
-  std::vector<pid_t> out;
-  std::deque<pid_t> todo(roots.begin(), roots.end());
-  while (!todo.empty()) {
-    pid_t p = todo.front();
-    todo.pop_front();
-    if (std::find(out.begin(), out.end(), p) != out.end()) continue;
-    if (access(("/proc/" + std::to_string(p)).c_str(), F_OK) != 0) continue;
-    out.push_back(p);
-    auto range = children.equal_range(p);
-    for (auto it = range.first; it != range.second; ++it) todo.push_back(it->second);
-  }
-  return out;
-}
-
-double tree_cpu_seconds(const std::vector<pid_t>& roots) {
-  static const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
-  unsigned long long ticks = 0;
-  for (pid_t p : process_tree(roots)) {
-    if (auto ps = read_proc_stat(p)) ticks += ps->ticks;
-  }
-  return static_cast<double>(ticks) / hz;
-}
+// /proc accounting for the proxy's process tree: process_tree(), tree_cpu_seconds() from
+// bench_util.h.
 
 // CPU used during a measurement window by the proxy tree, by this process, by the echo target and
 // by everything else on the machine ("foreign": other people's work on a shared box).

@@ -66,8 +66,8 @@ asio::awaitable<std::string> UserPassAuthenticator::verify_pam(const Request& re
   for (const auto& m : r.messages) {
     // What the PAM stack told the user (there is no terminal to show it on): kept in the log.
     monitor->log(false, std::string("pam ") + (m.kind == 3 ? "error" : "info") +
-                            " message for user \"" + escape_for_log(req.user) + "\" from " +
-                            rhost + ": " + escape_for_log(m.text));
+                            " message for user \"" + escape_for_log(req.user) + "\" from " + rhost +
+                            ": " + escape_for_log(m.text));
   }
   if (r.status != pam::PamStatus::kOk) co_return std::string(pam::status_token(r.status));
   outcome->identity.user = r.user;
