@@ -245,6 +245,17 @@ def test_sessions_show_live_growing_bytes(gateway_factory, echo_server):
             assert len(rows) == 1, body
             return rows[0]
 
+        def mine_with(up, down):
+            # The relay counts a chunk once its write returns, which can be just after the client
+            # has read it: poll briefly rather than read once.
+            deadline = time.monotonic() + 5
+            while True:
+                row = mine()
+                if (row["bytes_up"], row["bytes_down"]) == (up, down) or \
+                        time.monotonic() > deadline:
+                    return row
+                time.sleep(0.01)
+
         first = mine()
         assert first["user"] == "alice"
         assert first["listener"] == "main"
@@ -254,11 +265,11 @@ def test_sessions_show_live_growing_bytes(gateway_factory, echo_server):
         assert first["bytes_up"] == 0 and first["bytes_down"] == 0
         assert re.fullmatch(r"[0-9a-f]{16}", first["id"])
         assert echo_roundtrip(s, b"x" * 3000) == b"x" * 3000
-        second = mine()
+        second = mine_with(3000, 3000)
         assert (second["bytes_up"], second["bytes_down"]) == (3000, 3000)
         time.sleep(0.3)
         assert echo_roundtrip(s, b"y" * 7000) == b"y" * 7000
-        third = mine()
+        third = mine_with(10000, 10000)
         assert (third["bytes_up"], third["bytes_down"]) == (10000, 10000)
         assert third["age_s"] > second["age_s"] >= first["age_s"] >= 0
         assert third["id"] == first["id"]
