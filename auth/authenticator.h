@@ -36,6 +36,8 @@ struct Identity {
   std::string method;               // "none", "userpass", "gssapi", ...
   std::string principal;            // gssapi: the full Kerberos principal (audit); else empty
   std::string protection;           // gssapi: "integrity" | "confidentiality" | "none"
+  // gssapi: the context is bound to the TLS channel it came over (RFC 5056 channel binding).
+  bool channel_bound = false;
 };
 
 struct AuthOutcome {

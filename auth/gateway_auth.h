@@ -27,6 +27,11 @@ namespace socksgate::auth {
 struct GatewayAuthOutcome {
   bool rejected = false;  // the gateway refused the credentials (the session must not retry)
   std::string detail;     // one line for the agent's log, never a credential
+  // Set on success when the method protects what follows (GSS-API per-message protection):
+  // the session talks over this channel, which wraps the one authenticate() was given.
+  std::unique_ptr<crypto::Channel> channel;
+  std::string protection;      // gssapi: the level the gateway granted
+  bool channel_bound = false;  // gssapi: bindings were sent (the gateway checks them)
 };
 
 class GatewayAuth {
@@ -45,14 +50,19 @@ class GatewayAuth {
 // source (file, environment variable, prompt); make_gateway_auth() takes it over and the
 // GatewayAuth wipes it when destroyed.
 struct GatewayAuthSettings {
-  std::string method;  // "userpass" | "none"
+  std::string method;  // "userpass" | "gssapi" | "none"
   std::string user;
   std::string password;
+  // gssapi
+  std::string service;  // "rcmd@host" or a principal with '/'
+  std::string ccache;   // empty = the default ticket cache
+  std::string protection = "confidentiality";  // | "integrity" | "none"
+  bool channel_binding = true;
 };
 
 // The one place a method name becomes an implementation. Returns null for an unknown method.
 std::unique_ptr<GatewayAuth> make_gateway_auth(GatewayAuthSettings settings);
-// Method names make_gateway_auth() knows, for config errors ("none, userpass").
+// Method names make_gateway_auth() knows, for config errors ("gssapi, none, userpass").
 std::string_view gateway_auth_methods();
 
 }  // namespace socksgate::auth

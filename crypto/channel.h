@@ -70,6 +70,11 @@ class Channel {
   // layer. A relay uses it to wait for data without holding a buffer.
   virtual bool has_buffered() const { return !inbuf_.empty(); }
   void drop_pending() { inbuf_.clear(); }
+  // RFC 5056 channel-binding data of the secure channel this one is (or runs on), for GSS-API
+  // contexts established over it: "tls-exporter:" + 32 exported bytes under TLS 1.3 (RFC 9266),
+  // "tls-server-end-point:" + the server certificate's hash under TLS 1.2 (RFC 5929). Empty when
+  // there is no secure channel underneath (plain TCP).
+  virtual std::vector<uint8_t> channel_binding() const { return {}; }
 
  protected:
   virtual asio::awaitable<std::pair<std::error_code, size_t>> read_some_raw(

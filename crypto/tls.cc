@@ -707,6 +707,39 @@ bool TlsChannel::has_buffered() const {
 
 bool TlsChannel::resumed() const { return ssl_ && SSL_session_reused(ssl_) == 1; }
 
+std::vector<uint8_t> TlsChannel::channel_binding() const {
+  if (ssl_ == nullptr || !SSL_is_init_finished(ssl_)) return {};
+  std::vector<uint8_t> out;
+  if (SSL_version(ssl_) >= TLS1_3_VERSION) {
+    // RFC 9266: 32 bytes exported with the label "EXPORTER-Channel-Binding" and no context.
+    static constexpr std::string_view kPrefix = "tls-exporter:";
+    static constexpr std::string_view kLabel = "EXPORTER-Channel-Binding";
+    out.assign(kPrefix.begin(), kPrefix.end());
+    out.resize(kPrefix.size() + 32);
+    if (SSL_export_keying_material(ssl_, out.data() + kPrefix.size(), 32, kLabel.data(),
+                                   kLabel.size(), nullptr, 0, 0) != 1) {
+      return {};
+    }
+    return out;
+  }
+  // RFC 5929 tls-server-end-point: the server certificate hashed with its signature's hash
+  // function, SHA-256 when that is MD5, SHA-1 or undefined (EdDSA).
+  X509* cert = server_ctx_ ? SSL_get_certificate(ssl_) : SSL_get0_peer_certificate(ssl_);
+  if (cert == nullptr) return {};
+  int md_nid = NID_undef;
+  if (X509_get_signature_info(cert, &md_nid, nullptr, nullptr, nullptr) != 1) md_nid = NID_undef;
+  const EVP_MD* md = nullptr;
+  if (md_nid != NID_undef && md_nid != NID_md5 && md_nid != NID_sha1) md = EVP_get_digestbynid(md_nid);
+  if (md == nullptr) md = EVP_sha256();
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (X509_digest(cert, md, digest, &len) != 1) return {};
+  static constexpr std::string_view kPrefix = "tls-server-end-point:";
+  out.assign(kPrefix.begin(), kPrefix.end());
+  out.insert(out.end(), digest, digest + len);
+  return out;
+}
+
 // --- certificates ----------------------------------------------------------------------------
 
 std::string spki_sha256_hex(X509* cert) {

@@ -193,6 +193,9 @@ class TlsChannel final : public Channel {
   std::string cipher() const;   // "TLS_AES_128_GCM_SHA256"
   std::string sni() const;      // the server name the client asked for; empty if none
   bool resumed() const;
+  // After the handshake; see Channel::channel_binding(). Empty if the data cannot be made (no
+  // handshake yet, no server certificate).
+  std::vector<uint8_t> channel_binding() const override;
   // The verified client certificate (server side), if the client presented one.
   const std::optional<ClientCertInfo>& client_cert() const { return client_cert_; }
 

@@ -186,6 +186,10 @@ struct AgentState {
 // An open, signed-on connection to the gateway, or why there is none.
 struct Link {
   std::unique_ptr<crypto::TlsChannel> channel;
+  // The sign-on's per-message protection (GSS-API), wrapping `channel`; null if none.
+  std::unique_ptr<crypto::Channel> wrapped;
+  std::string protection;
+  bool channel_bound = false;
   LinkFailure failure = LinkFailure::kNone;
   bool retry = false;  // the failure may pass (the gateway restarting): try again
   std::string detail;
@@ -287,7 +291,11 @@ asio::awaitable<void> sign_on(AgentState& st, Link* link) {
   if (outcome.rejected) {
     link->failure = LinkFailure::kRejected;
     link->detail = outcome.detail;
+    co_return;
   }
+  link->wrapped = std::move(outcome.channel);
+  link->protection = std::move(outcome.protection);
+  link->channel_bound = outcome.channel_bound;
 }
 
 // A connection to the gateway, retried with the shared backoff within the connect budget.
@@ -396,7 +404,10 @@ class AgentSession {
   tcp::endpoint peer_;
   LocalProtocol proto_ = LocalProtocol::kSocks5;
   socks5::Request req_;
-  std::unique_ptr<crypto::TlsChannel> gw_;
+  std::unique_ptr<crypto::TlsChannel> tls_;
+  std::unique_ptr<crypto::Channel> wrapped_;  // GSS-API protection over tls_, if any
+  // What the session talks to the gateway over: the GSS-API wrapping, else TLS.
+  crypto::Channel& gw() { return wrapped_ ? *wrapped_ : static_cast<crypto::Channel&>(*tls_); }
   bool answered_ = false;
 };
 
@@ -531,20 +542,23 @@ asio::awaitable<void> AgentSession::run() {
     local_.close();
     co_return;
   }
-  gw_ = std::move(link.channel);
-  log::debug(what(), ": signed on to ", st_.where, " (", gw_->version(),
-             gw_->resumed() ? ", resumed" : "", ")");
+  tls_ = std::move(link.channel);
+  wrapped_ = std::move(link.wrapped);
+  log::debug(what(), ": signed on to ", st_.where, " (", tls_->version(),
+             tls_->resumed() ? ", resumed" : "",
+             link.protection.empty() ? "" : ", GSS-API " + link.protection,
+             link.channel_bound ? ", channel-bound" : "", ")");
   if (req_.command == static_cast<uint8_t>(socks5::Command::kUdpAssociate)) {
     co_await run_udp();
   } else {
     co_await run_tcp();
   }
-  gw_->close();
+  tls_->close();
   local_.close();
 }
 
 asio::awaitable<std::error_code> AgentSession::read_gateway_reply(socks5::ReplyMessage* reply) {
-  auto r = co_await with_timeout(gw_->read_message(
+  auto r = co_await with_timeout(gw().read_message(
                                      [reply](std::span<const uint8_t> in, size_t* consumed) {
                                        return socks5::parse_reply(in, reply, consumed);
                                      },
@@ -557,7 +571,7 @@ asio::awaitable<std::error_code> AgentSession::read_gateway_reply(socks5::ReplyM
 asio::awaitable<void> AgentSession::run_tcp() {
   const bool bind = req_.command == static_cast<uint8_t>(socks5::Command::kBind);
   std::vector<uint8_t> req = socks5::encode_request(req_.command, req_.dst, req_.port);
-  if (std::error_code ec = co_await gw_->write_all(req)) {
+  if (std::error_code ec = co_await gw().write_all(req)) {
     log::warn(what(), ": gateway ", st_.where, ": ", ec.message());
     co_await answer(socks5::Reply::kGeneralFailure, 502, "socksgate agent: gateway went away");
     co_return;
@@ -582,7 +596,7 @@ asio::awaitable<void> AgentSession::run_tcp() {
     // The second reply comes when the peer connects to the gateway's listener; the local
     // client may give up meanwhile.
     socks5::ReplyMessage second;
-    auto r = co_await (gw_->read_message(
+    auto r = co_await (gw().read_message(
                            [&second](std::span<const uint8_t> in, size_t* consumed) {
                              return socks5::parse_reply(in, &second, consumed);
                            },
@@ -607,14 +621,14 @@ asio::awaitable<void> AgentSession::run_tcp() {
   }
   // Bytes the local client sent ahead go first.
   if (auto p = local_.pending(); !p.empty()) {
-    if (co_await gw_->write_all(p)) co_return;
+    if (co_await gw().write_all(p)) co_return;
     local_.drop_pending();
   }
   // Named, not a temporary inside co_await (GCC 12; RelayOptions holds shared_ptrs).
   RelayOptions opts;
   opts.idle_timeout = st_.cfg.limits.idle_timeout;
   opts.allow_splice = false;
-  RelayResult rr = co_await run_relay(*gw_, local_.socket(), opts);
+  RelayResult rr = co_await run_relay(gw(), local_.socket(), opts);
   log::debug(what(), ": ended (", to_string(rr.reason), "), ", rr.bytes_up, " bytes from the ",
              "gateway, ", rr.bytes_down, " to it");
 }
@@ -626,7 +640,7 @@ asio::awaitable<void> AgentSession::run_udp() {
   zeros.ip = asio::ip::address_v4::any();
   std::vector<uint8_t> req =
       socks5::encode_request(static_cast<uint8_t>(socks5::Command::kUdpInStream), zeros, 0);
-  if (std::error_code ec = co_await gw_->write_all(req)) {
+  if (std::error_code ec = co_await gw().write_all(req)) {
     log::warn(what(), ": gateway ", st_.where, ": ", ec.message());
     co_await answer(socks5::Reply::kGeneralFailure, 502, {});
     co_return;
@@ -689,7 +703,7 @@ asio::awaitable<void> AgentSession::udp_up(udp::socket& sock,
     if (!client) client = from;
     frame.clear();
     socks5::encode_stream_frame(&frame, dg);
-    if (co_await gw_->write_all(frame)) co_return;
+    if (co_await gw().write_all(frame)) co_return;
   }
 }
 
@@ -697,7 +711,7 @@ asio::awaitable<void> AgentSession::udp_down(udp::socket& sock,
                                              std::optional<udp::endpoint>& client) {
   std::vector<uint8_t> datagram;
   for (;;) {
-    std::error_code ec = co_await gw_->read_message(
+    std::error_code ec = co_await gw().read_message(
         [&datagram](std::span<const uint8_t> in, size_t* consumed) {
           std::span<const uint8_t> dg;
           std::error_code e = socks5::parse_stream_frame(in, &dg, consumed);

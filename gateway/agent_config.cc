@@ -144,13 +144,19 @@ void read_auth(const JsonSource& src, std::vector<Diagnostic>* diags, AgentConfi
     return;
   }
   ObjectReader r(src, Ptr("/auth"), diags,
-                 {"method", "user", "password_file", "password_env", "prompt", "comment"});
+                 {"method", "user", "password_file", "password_env", "prompt", "service", "ccache",
+                  "protection", "channel_binding", "comment"});
   if (!r.ok()) return;
   auto& a = cfg->auth;
   if (auto m = r.string("method", true)) {
     // The factory is the one list of methods: asking it (with placeholder credentials) keeps
     // the config loader in step when a method is added.
-    if (!auth::make_gateway_auth({*m, "x", "x"})) {
+    auth::GatewayAuthSettings probe;
+    probe.method = *m;
+    probe.user = "x";
+    probe.password = "x";
+    probe.service = "x@x";
+    if (!auth::make_gateway_auth(std::move(probe))) {
       diags->push_back(src.at_value(
           r.ptr("method"), "unknown method \"" + *m +
                                "\" (known: " + std::string(auth::gateway_auth_methods()) + ")"));
@@ -174,6 +180,40 @@ void read_auth(const JsonSource& src, std::vector<Diagnostic>* diags, AgentConfi
   if (auto p = r.boolean("prompt"); p && *p) {
     a.source = PasswordSource::kPrompt;
     ++sources;
+  }
+  const bool gss_keys =
+      r.has("service") || r.has("ccache") || r.has("protection") || r.has("channel_binding");
+  if (a.method == "gssapi") {
+    // The user's Kerberos ticket is the credential: no user name or password here.
+    if (r.has("user") || sources > 0) {
+      diags->push_back(src.at_value(Ptr("/auth"),
+                                    "method \"gssapi\" takes no \"user\" or password (the "
+                                    "Kerberos ticket in the user's cache is the identity)"));
+    }
+    a.service = r.string("service", false).value_or("rcmd@" + cfg->gateway.host);
+    if (a.service.empty() || a.service.size() > 1024) {
+      diags->push_back(src.at_value(r.ptr("service"), "\"service\" must be 1 to 1024 bytes"));
+    }
+    if (auto c = r.string("ccache", false)) {
+      // "FILE:/path", "KEYRING:...", "DIR:..."; a bare path is a FILE: cache next to the config.
+      a.ccache = c->find(':') == std::string::npos ? "FILE:" + resolve_path(cfg->path, *c) : *c;
+    }
+    if (auto p = r.string("protection", false)) {
+      if (*p != "integrity" && *p != "confidentiality" && *p != "none") {
+        diags->push_back(src.at_value(
+            r.ptr("protection"),
+            "\"protection\" must be \"integrity\", \"confidentiality\" or \"none\""));
+      } else {
+        a.protection = *p;
+      }
+    }
+    if (auto b = r.boolean("channel_binding")) a.channel_binding = *b;
+    return;
+  }
+  if (gss_keys) {
+    diags->push_back(src.at_value(Ptr("/auth"),
+                                  "\"service\", \"ccache\", \"protection\" and "
+                                  "\"channel_binding\" apply to method \"gssapi\" only"));
   }
   if (a.method == "none") {
     if (r.has("user") || sources > 0) {

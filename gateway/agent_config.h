@@ -39,6 +39,13 @@ struct AgentAuthConfig {
   PasswordSource source = PasswordSource::kNone;
   std::string password_file;  // resolved path
   std::string password_env;   // variable name
+  // gssapi: the gateway's service name (default "rcmd@<gateway host>"), the ticket cache
+  // (default: KRB5CCNAME's), the protection level required, and whether TLS channel bindings
+  // are sent.
+  std::string service;
+  std::string ccache;
+  std::string protection = "confidentiality";
+  bool channel_binding = true;
 };
 
 struct AgentBackoffConfig {

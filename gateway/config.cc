@@ -94,7 +94,7 @@ void read_gssapi_keys(const JsonSource& src, const Ptr& at, std::vector<Diagnost
                       const std::string& config_path, GssapiConfig* g) {
   ObjectReader r(src, at, diags,
                  {"keytab", "principal", "realms", "name_mapping", "protection", "nec",
-                  "max_round_trips", "comment"});
+                  "require_channel_binding", "max_round_trips", "comment"});
   if (!r.ok()) return;
   if (auto kt = r.string("keytab", false)) {
     std::string path = *kt;
@@ -136,6 +136,7 @@ void read_gssapi_keys(const JsonSource& src, const Ptr& at, std::vector<Diagnost
     }
   }
   if (auto n = r.boolean("nec")) g->nec = *n;
+  if (auto b = r.boolean("require_channel_binding")) g->require_channel_binding = *b;
   if (auto v = r.integer("max_round_trips", 1, 64)) g->max_round_trips = static_cast<uint32_t>(*v);
 }
 
@@ -309,6 +310,13 @@ void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Confi
         diags->push_back(src.at_value(where,
                                       "\"protection\": \"none\" is only allowed on TLS "
                                       "listeners"));
+      }
+      if (g.require_channel_binding && !l.tls) {
+        // Channel binding ties the Kerberos context to a TLS channel; without TLS no client
+        // could ever satisfy it.
+        diags->push_back(src.at_value(where,
+                                      "\"require_channel_binding\" needs a TLS listener "
+                                      "(the binding is to the TLS channel)"));
       }
       l.gssapi = std::move(g);
     }
@@ -743,6 +751,7 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
                   : g.protection == "none"    ? auth::gssapi::Level::kNone
                                               : auth::gssapi::Level::kConfidentiality;
     gs.nec = g.nec;
+    gs.require_channel_binding = g.require_channel_binding;
     gs.max_round_trips = g.max_round_trips;
     try {
       snap.backends.gssapi[l.name] = std::make_shared<const auth::gssapi::GssBackend>(gs);

@@ -41,6 +41,8 @@ struct GssapiConfig {
   std::string name_mapping = "strip_realm";    // | "auth_to_local"
   std::string protection = "confidentiality";  // | "integrity" | "none" (TLS listeners only)
   bool nec = false;
+  // Only contexts bound to the listener's TLS channel (tls-exporter / tls-server-end-point).
+  bool require_channel_binding = false;
   uint32_t max_round_trips = 8;
 };
 

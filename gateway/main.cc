@@ -99,11 +99,13 @@ const std::map<std::string, std::string> kHelp = {
      "usage: socksgate explain --config FILE --user USER --from IP --to HOST:PORT\n"
      "                         [--command connect|bind|udp] [--listener NAME]\n"
      "                         [--method METHOD] [--group GROUP]... [--no-resolve]\n"
-     "                         [--client-certificate]\n"
+     "                         [--client-certificate] [--protection LEVEL] [--channel-bound]\n"
      "\n"
      "Shows the client-rule decision and, for each address HOST resolves to, the rule that\n"
      "decides and why each earlier rule did not match. --user \"\" means anonymous.\n"
      "--client-certificate: the client presented a verified TLS client certificate.\n"
+     "--protection integrity|confidentiality|none: the GSS-API protection agreed (default for\n"
+     "--method gssapi: confidentiality). --channel-bound: the GSS-API context is bound to TLS.\n"
      "Exit 0 if the request would be allowed, 3 if denied.\n"},
     {"hash-password",
      "usage: socksgate hash-password\n"
@@ -337,7 +339,13 @@ int cmd_run(const Args& args) {
 int cmd_agent(const Args& args) {
   apply_log_level(args);
   sg::AgentConfig cfg = sg::load_agent_config(args.require("config"));
-  socksgate::auth::GatewayAuthSettings as{cfg.auth.method, cfg.auth.user, ""};
+  socksgate::auth::GatewayAuthSettings as;
+  as.method = cfg.auth.method;
+  as.user = cfg.auth.user;
+  as.service = cfg.auth.service;
+  as.ccache = cfg.auth.ccache;
+  as.protection = cfg.auth.protection;
+  as.channel_binding = cfg.auth.channel_binding;
   try {
     as.password = sg::read_agent_password(cfg);
   } catch (const std::runtime_error& e) {
@@ -426,6 +434,17 @@ int cmd_explain(const Args& args) {
   req.groups = args.all("group");
   req.method = method;
   req.client_certificate = args.flag("client-certificate");
+  if (auto p = args.get("protection")) {
+    if (*p != "integrity" && *p != "confidentiality" && *p != "none")
+      throw UsageError("--protection must be integrity, confidentiality or none");
+    if (method != "gssapi") throw UsageError("--protection applies to --method gssapi only");
+    req.protection = *p;
+  } else if (method == "gssapi") {
+    req.protection = "confidentiality";
+  }
+  req.channel_bound = args.flag("channel-bound");
+  if (req.channel_bound && method != "gssapi")
+    throw UsageError("--channel-bound applies to --method gssapi only");
   req.listener = listener;
   req.client = *client;
   req.command = *command;
@@ -672,8 +691,8 @@ int main(int argc, char** argv) {
     } else if (cmd == "explain") {
       args.emplace(argc, argv, 2,
                    std::vector<std::string>{"config", "user", "from", "to", "command", "listener",
-                                            "method", "group"},
-                   std::vector<std::string>{"no-resolve", "client-certificate"});
+                                            "method", "group", "protection"},
+                   std::vector<std::string>{"no-resolve", "client-certificate", "channel-bound"});
     } else if (cmd == "sessions" || cmd == "metrics") {
       args.emplace(
           argc, argv, 2, std::vector<std::string>{"admin", "token-file"},

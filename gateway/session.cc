@@ -78,6 +78,7 @@ struct SessionRecord {
   std::string user;
   std::string principal;   // gssapi
   std::string protection;  // gssapi: integrity | confidentiality | none
+  bool channel_bound = false;  // gssapi: the context is bound to the TLS channel
   std::optional<std::string> command;
   std::optional<socks5::Address> requested;
   uint16_t port = 0;
@@ -149,6 +150,7 @@ json base_record(std::string_view event, const SessionRecord& r) {
   if (!r.user.empty()) j["user"] = escape_untrusted(r.user);
   if (!r.principal.empty()) j["principal"] = escape_untrusted(r.principal);
   if (!r.protection.empty()) j["protection"] = r.protection;
+  if (r.method == "gssapi" && !r.principal.empty()) j["channel_bound"] = r.channel_bound;
   if (r.command) j["command"] = *r.command;
   if (r.requested) {
     if (r.requested->type == socks5::AddressType::kDomain) {
@@ -186,6 +188,7 @@ void add_base(RecordBuilder& b, const SessionRecord& r) {
   if (!r.user.empty()) b.untrusted("user", r.user);
   if (!r.principal.empty()) b.untrusted("principal", r.principal);
   if (!r.protection.empty()) b.str("protection", r.protection);
+  if (r.method == "gssapi" && !r.principal.empty()) b.json("channel_bound", r.channel_bound);
   if (r.command) b.str("command", *r.command);
   if (r.requested) {
     if (r.requested->type == socks5::AddressType::kDomain) {
@@ -370,6 +373,8 @@ policy::DecisionRequest Session::decision_request(policy::Command cmd) const {
   req.groups = identity_.groups;
   req.method = identity_.method;
   req.client_certificate = tls_ != nullptr && tls_->client_cert().has_value();
+  req.protection = identity_.protection;
+  req.channel_bound = identity_.channel_bound;
   req.listener = rec_.listener;
   req.client = to_policy_address(rec_.client.address());
   req.command = cmd;
@@ -468,6 +473,7 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
   rec_.user = identity_.user;
   rec_.principal = identity_.principal;
   rec_.protection = identity_.protection;
+  rec_.channel_bound = identity_.channel_bound;
   // RFC 1961 section 5: from here on every message is encapsulated.
   if (outcome.channel) wrapped_ = std::move(outcome.channel);
   state_.metrics.auth_succeeded(identity_.method, identity_.user);

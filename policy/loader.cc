@@ -28,12 +28,30 @@ constexpr std::string_view kTopKeys[] = {"groups", "client_rules", "rules", "def
 // A policy.d file: rules of one user or one group, and the defaults its rules inherit.
 constexpr std::string_view kPartKeys[] = {"rules", "defaults", "comment"};
 // Selectors a rule inherits from "defaults" when it does not set them.
-constexpr std::string_view kDefaultKeys[] = {"methods", "listeners", "from", "client_certificate",
+constexpr std::string_view kDefaultKeys[] = {"methods",
+                                             "listeners",
+                                             "from",
+                                             "client_certificate",
+                                             "min_protection",
+                                             "require_channel_binding",
                                              "comment"};
 constexpr std::string_view kClientRuleKeys[] = {"id", "action", "from", "listeners", "comment"};
-constexpr std::string_view kRuleKeys[] = {
-    "id",       "action", "users", "groups",          "methods", "listeners",          "from",
-    "commands", "to",     "ports", "allow_protected", "egress",  "client_certificate", "comment"};
+constexpr std::string_view kRuleKeys[] = {"id",
+                                          "action",
+                                          "users",
+                                          "groups",
+                                          "methods",
+                                          "listeners",
+                                          "from",
+                                          "commands",
+                                          "to",
+                                          "ports",
+                                          "allow_protected",
+                                          "egress",
+                                          "client_certificate",
+                                          "min_protection",
+                                          "require_channel_binding",
+                                          "comment"};
 
 size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<size_t> row(b.size() + 1);
@@ -48,6 +66,10 @@ size_t edit_distance(std::string_view a, std::string_view b) {
     }
   }
   return row[b.size()];
+}
+
+bool contains_string(const std::vector<std::string>& v, std::string_view s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
 }
 
 std::string joined(std::span<const std::string_view> words) {
@@ -558,6 +580,37 @@ class PolicyLoader {
       } else {
         rule.client_certificate = it->get<bool>();
       }
+    }
+    if (auto it = obj.find("min_protection"); it != obj.end()) {
+      std::string v = it->is_string() ? it->get<std::string>() : std::string();
+      if (v == "integrity") {
+        rule.min_protection = 1;
+      } else if (v == "confidentiality") {
+        rule.min_protection = 2;
+      } else {
+        error_value(p / "min_protection",
+                    "\"min_protection\" must be \"integrity\" or \"confidentiality\", got " +
+                        describe(*it));
+      }
+    }
+    if (auto it = obj.find("require_channel_binding"); it != obj.end()) {
+      if (!it->is_boolean()) {
+        error_value(p / "require_channel_binding",
+                    std::string("\"require_channel_binding\" must be true or false, got ") +
+                        describe(*it));
+      } else {
+        rule.require_channel_binding = it->get<bool>();
+      }
+    }
+    // Both properties exist only for GSS-API sessions: a rule that requires one but names only
+    // other methods can never match.
+    if ((rule.min_protection != 0 || rule.require_channel_binding) && rule.methods &&
+        !contains_string(*rule.methods, "gssapi")) {
+      error_value(p / "methods",
+                  std::string("\"") +
+                      (rule.min_protection != 0 ? "min_protection" : "require_channel_binding") +
+                      "\" applies to GSS-API sessions only, and \"methods\" does not name "
+                      "\"gssapi\": the rule could never match");
     }
     rule.from = from(obj, p);
     if (const json* arr = selector_array(obj, p, "commands")) {

@@ -21,6 +21,8 @@ enum class Miss : uint8_t {
   kMethods,
   kListeners,
   kClientCertificate,
+  kProtection,
+  kChannelBinding,
   kFrom,
   kCommands,
   kPorts,
@@ -82,6 +84,13 @@ bool has_group(const CompiledPolicy& p, const DecisionRequest& r, std::string_vi
          std::binary_search(it->second.begin(), it->second.end(), r.user);
 }
 
+// RFC 1961 level values, 0 for no GSS-API protection.
+uint8_t protection_level(std::string_view p) {
+  if (p == "confidentiality") return 2;
+  if (p == "integrity") return 1;
+  return 0;
+}
+
 bool contains(const std::vector<std::string>& v, std::string_view s) {
   return std::find(v.begin(), v.end(), s) != v.end();
 }
@@ -106,6 +115,10 @@ Miss check_rule(const CompiledPolicy& p, const Rule& rule, const DecisionRequest
   if (!rule.methods && r.method == "socks4") return Miss::kMethods;
   if (rule.listeners && !contains(*rule.listeners, r.listener)) return Miss::kListeners;
   if (rule.client_certificate && !r.client_certificate) return Miss::kClientCertificate;
+  if (rule.min_protection != 0 && protection_level(r.protection) < rule.min_protection) {
+    return Miss::kProtection;
+  }
+  if (rule.require_channel_binding && !r.channel_bound) return Miss::kChannelBinding;
   if (rule.from && !any_contains(*rule.from, r.client)) return Miss::kFrom;
   if ((rule.commands & command_bit(r.command)) == 0) return Miss::kCommands;
   if (rule.ports && std::none_of(rule.ports->begin(), rule.ports->end(),
@@ -235,6 +248,16 @@ std::string miss_detail(const CompiledPolicy& p, const Rule& rule, Miss miss,
       return "listeners: " + quote_for_message(r.listener) + " not in " + list(*rule.listeners);
     case Miss::kClientCertificate:
       return "client_certificate: the client presented no verified TLS client certificate";
+    case Miss::kProtection:
+      return std::string("min_protection: ") +
+             (r.protection.empty() ? std::string("the session has no GSS-API protection")
+                                   : "the session has " + quote_for_message(r.protection)) +
+             ", the rule needs " +
+             (rule.min_protection >= 2 ? "\"confidentiality\"" : "\"integrity\" or more");
+    case Miss::kChannelBinding:
+      return r.method == "gssapi"
+                 ? "require_channel_binding: the GSS-API context is not bound to the TLS channel"
+                 : "require_channel_binding: the session did not sign on with GSS-API";
     case Miss::kFrom:
       return "from: " + r.client.to_string() + " not in " + list(*rule.from);
     case Miss::kCommands:

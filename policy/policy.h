@@ -11,7 +11,10 @@
 //   (pass or block). No match is a block by the implicit rule id "default-deny".
 // - Selectors: users, groups (from the policy's "groups" or the identity), methods,
 //   listeners, from (client CIDRs), commands, to (CIDRs and host names/globs), ports. A missing
-//   selector matches anything.
+//   selector matches anything. Session properties: client_certificate (a verified TLS client
+//   certificate), min_protection (GSS-API per-message protection at least this level; sessions
+//   without GSS-API never match) and require_channel_binding (a GSS-API context bound to the
+//   TLS channel).
 // - Destinations: an address matches a CIDR in "to"; the requested host name (when the client
 //   sent a name) matches a host pattern ("host.example" exact, "*.example" any subdomain, "*"
 //   any name). Names are compared case-insensitively, without a trailing dot.
@@ -55,6 +58,11 @@ struct DecisionRequest {
   std::string method;               // "none", "userpass", ...
   // The client presented a TLS client certificate that verified (whatever the method).
   bool client_certificate = false;
+  // GSS-API sessions: the agreed per-message protection ("none", "integrity",
+  // "confidentiality"); empty for every other method.
+  std::string protection;
+  // GSS-API sessions: the context is bound to the TLS channel it came over.
+  bool channel_bound = false;
   std::string listener;
   IpAddress client;
   Command command = Command::kConnect;
@@ -157,7 +165,8 @@ Policy load_policy_text(std::string file, std::string_view text, const LoadOptio
 // ("group-<group>.json") files, each {"rules": [...], "defaults": {...}}. A user file's rules
 // apply to that user only, a group file's to that group's members. Precedence: user rules,
 // then group rules (files in name order), then the main policy's rules, then default deny.
-// "defaults" (methods, listeners, from, client_certificate) are inherited by rules that do not
+// "defaults" (methods, listeners, from, client_certificate, min_protection,
+// require_channel_binding) are inherited by rules that do not
 // set them: a file's own over the main policy's. Rule ids are unique across all files; every
 // problem in every file is reported.
 Policy load_policy_set(const JsonSource& src, const nlohmann::json::json_pointer& at,

@@ -52,6 +52,12 @@ struct Rule {
   // true: only requests over TLS with a verified client certificate match (combine with
   // "methods" to require a certificate and a password or Kerberos ticket).
   bool client_certificate = false;
+  // GSS-API per-message protection the session must have at least: 1 integrity,
+  // 2 confidentiality (RFC 1961 level values); 0 = no requirement. Sessions without GSS-API
+  // never meet a requirement.
+  uint8_t min_protection = 0;
+  // true: only GSS-API sessions whose context is bound to their TLS channel match.
+  bool require_channel_binding = false;
   std::optional<std::vector<Cidr>> from;
   uint8_t commands = kAllCommands;  // bit per Command; kAllCommands when absent
   bool has_commands = false;

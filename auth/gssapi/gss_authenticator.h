@@ -35,6 +35,8 @@ struct GssSettings {
   NameMapping mapping = NameMapping::kStripRealm;
   Level required = Level::kConfidentiality;  // kIntegrity, kConfidentiality or kNone (TLS only)
   bool nec = false;                          // the level octet travels unwrapped
+  // Refuse contexts not bound to the TLS channel they came over (GSS_C_CHANNEL_BOUND_FLAG).
+  bool require_channel_binding = false;
   unsigned max_round_trips = 8;
 };
 

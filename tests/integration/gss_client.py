@@ -50,22 +50,44 @@ def read_frame(s: socket.socket) -> tuple[int, bytes]:
     return head[1], recv_exact(s, n)
 
 
-def initiator_context(ccache, service: str = "rcmd@localhost", flags=None, lifetime=None):
+def initiator_context(ccache, service: str = "rcmd@localhost", flags=None, lifetime=None,
+                      bindings: bytes | None = None):
     creds = gssapi.Credentials(usage="initiate", store={"ccache": f"FILE:{ccache}"})
     name = gssapi.Name(service, gssapi.NameType.hostbased_service)
+    cb = None
+    if bindings is not None:
+        # Addresses unspecified, as the gateway's acceptor and agent use them (RFC 5056 style).
+        cb = gssapi.raw.ChannelBindings(application_data=bindings)
     return gssapi.SecurityContext(name=name, creds=creds, usage="initiate",
-                                  flags=FLAGS if flags is None else flags, lifetime=lifetime)
+                                  flags=FLAGS if flags is None else flags, lifetime=lifetime,
+                                  channel_bindings=cb)
+
+
+def tls_server_end_point(tls_sock) -> bytes:
+    """RFC 5929 channel-binding data of a TLS 1.2 connection: the server certificate's hash
+    (SHA-256: the test PKI signs with ECDSA-SHA256)."""
+    import hashlib
+    return b"tls-server-end-point:" + hashlib.sha256(tls_sock.getpeercert(True)).digest()
 
 
 class GssSocksClient:
     def __init__(self, addr: tuple[str, int], ccache, service: str = "rcmd@localhost",
-                 timeout: float = IO_TIMEOUT):
+                 timeout: float = IO_TIMEOUT, tls_ctx=None, bindings="tls"):
+        """With `tls_ctx` the session runs inside TLS; `bindings` is then "tls" (the
+        connection's tls-server-end-point data: the context must be TLS 1.2 at most), None (no
+        channel bindings) or the bytes to send."""
         fam = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
         self.sock = socket.socket(fam, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.connect(addr)
-        self.ctx = initiator_context(ccache, service)
+        if tls_ctx is not None:
+            self.sock = tls_ctx.wrap_socket(self.sock, server_hostname="localhost")
+            if bindings == "tls":
+                bindings = tls_server_end_point(self.sock)
+        else:
+            bindings = None if bindings == "tls" else bindings
+        self.ctx = initiator_context(ccache, service, bindings=bindings)
         self.level = 0
         self.first_token: bytes | None = None
         self._plain = b""

@@ -80,13 +80,47 @@ TEST(AgentConfig, Errors) {
   EXPECT_TRUE(any_contains(e, "\"client_cert\" and \"client_key\" go together"));
   EXPECT_TRUE(any_contains(e, "exactly one of \"password_file\""));
   e = errors_of(R"({"listen": [{"address": "127.0.0.1"}], "gateway": {"host": "g", "port": 1},
-      "auth": {"method": "gssapi"}})");
+      "auth": {"method": "kerberos"}})");
   EXPECT_TRUE(any_contains(e, "must be verified"));
-  EXPECT_TRUE(any_contains(e, "unknown method \"gssapi\""));
+  EXPECT_TRUE(any_contains(e, "unknown method \"kerberos\" (known: gssapi, none, userpass)"));
   e = errors_of(R"({"listen": [], "auth": {"method": "none", "user": "x"}})");
   EXPECT_TRUE(any_contains(e, "non-empty array"));
   EXPECT_TRUE(any_contains(e, "missing required key \"gateway\""));
   EXPECT_TRUE(any_contains(e, "method \"none\" takes no"));
+}
+
+TEST(AgentConfig, GssapiSignOn) {
+  AgentConfig c = load_agent_config_text("/x/agent.json", R"({
+      "listen": [{"address": "127.0.0.1"}],
+      "gateway": {"host": "gw.corp.example", "port": 1443, "ca": "ca.pem"},
+      "auth": {"method": "gssapi", "ccache": "tickets/alice"}})");
+  EXPECT_EQ(c.auth.method, "gssapi");
+  EXPECT_EQ(c.auth.service, "rcmd@gw.corp.example");  // the name Dante's and curl's clients use
+  EXPECT_EQ(c.auth.ccache, "FILE:/x/tickets/alice");
+  EXPECT_EQ(c.auth.protection, "confidentiality");
+  EXPECT_TRUE(c.auth.channel_binding);
+  EXPECT_EQ(read_agent_password(c), "");  // no password source: the ticket is the credential
+  c = load_agent_config_text("/x/agent.json", R"({
+      "listen": [{"address": "127.0.0.1"}],
+      "gateway": {"host": "gw", "port": 1443, "ca": "ca.pem"},
+      "auth": {"method": "gssapi", "service": "rcmd/gw.corp.example@CORP.EXAMPLE",
+               "ccache": "KEYRING:persistent:1000", "protection": "integrity",
+               "channel_binding": false}})");
+  EXPECT_EQ(c.auth.service, "rcmd/gw.corp.example@CORP.EXAMPLE");
+  EXPECT_EQ(c.auth.ccache, "KEYRING:persistent:1000");
+  EXPECT_EQ(c.auth.protection, "integrity");
+  EXPECT_FALSE(c.auth.channel_binding);
+  auto e = errors_of(R"({"listen": [{"address": "127.0.0.1"}],
+      "gateway": {"host": "g", "port": 1, "ca": "ca.pem"},
+      "auth": {"method": "gssapi", "user": "alice", "protection": "max",
+               "channel_binding": 1}})");
+  EXPECT_TRUE(any_contains(e, "method \"gssapi\" takes no \"user\" or password"));
+  EXPECT_TRUE(any_contains(e, "\"protection\" must be \"integrity\", \"confidentiality\""));
+  EXPECT_TRUE(any_contains(e, "channel_binding"));
+  e = errors_of(R"({"listen": [{"address": "127.0.0.1"}],
+      "gateway": {"host": "g", "port": 1, "ca": "ca.pem"},
+      "auth": {"method": "userpass", "user": "a", "password_env": "P", "ccache": "x"}})");
+  EXPECT_TRUE(any_contains(e, "apply to method \"gssapi\" only"));
 }
 
 TEST(AgentConfig, PasswordSources) {

@@ -95,7 +95,8 @@ TEST(LoaderTest, UnknownKeysAtEveryLevel) {
               ElementsAre("2:31: unknown key \"user\" in rule (did you mean \"users\"?)",
                           "2:46: unknown key \"dst\" in rule (allowed: id, action, users, "
                           "groups, methods, listeners, from, commands, to, ports, "
-                          "allow_protected, egress, client_certificate, comment)"));
+                          "allow_protected, egress, client_certificate, min_protection, "
+                          "require_channel_binding, comment)"));
   EXPECT_THAT(errors(R"({"client_rules": [{"id": "c", "action": "pass", "users": ["x"]}]})"),
               ElementsAre("1:49: unknown key \"users\" in client rule (allowed: id, action, "
                           "from, listeners, comment)"));
@@ -299,7 +300,8 @@ TEST(LoaderTest, AllProblemsAreReportedInFileOrder) {
                           "6:5: rule has no \"id\"",
                           "6:25: unknown key \"colour\" in rule (allowed: id, action, users, "
                           "groups, methods, listeners, from, commands, to, ports, "
-                          "allow_protected, egress, client_certificate, comment)",
+                          "allow_protected, egress, client_certificate, min_protection, "
+                          "require_channel_binding, comment)",
                           "8:59: \"from\" entry \"x\" is not an IP address or CIDR block",
                           "9:3: unknown key \"extra\" in policy (allowed: groups, client_rules, "
                           "rules, defaults, comment)"));

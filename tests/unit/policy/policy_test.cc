@@ -186,6 +186,60 @@ TEST(PolicyTest, ClientCertificateSelector) {
                LoadError);
 }
 
+// GSS-API session properties: the protection level is a minimum (confidentiality satisfies
+// integrity); channel binding only ever holds for GSS-API; sessions of other methods meet
+// neither requirement.
+TEST(PolicyTest, ProtectionAndChannelBindingRequirements) {
+  Policy p = load(R"({"rules": [
+    {"id": "bound", "action": "pass", "require_channel_binding": true, "to": ["192.0.2.0/24"]},
+    {"id": "conf", "action": "pass", "min_protection": "confidentiality",
+     "to": ["198.51.100.0/24"]},
+    {"id": "integ", "action": "pass", "methods": ["gssapi", "userpass"],
+     "min_protection": "integrity", "to": ["203.0.113.0/24"]}
+  ]})");
+  auto gss = [](const char* to, const char* level, bool bound) {
+    auto r = req(to);
+    r.method = "gssapi";
+    r.protection = level;
+    r.channel_bound = bound;
+    return r;
+  };
+  EXPECT_EQ(decide_id(p, gss("192.0.2.1", "integrity", true)), "bound");
+  EXPECT_EQ(decide_id(p, gss("192.0.2.1", "confidentiality", false)), "default-deny");
+  EXPECT_EQ(decide_id(p, req("192.0.2.1")), "default-deny");
+  EXPECT_EQ(decide_id(p, gss("198.51.100.1", "confidentiality", false)), "conf");
+  EXPECT_EQ(decide_id(p, gss("198.51.100.1", "integrity", true)), "default-deny");
+  EXPECT_EQ(decide_id(p, gss("198.51.100.1", "none", true)), "default-deny");
+  EXPECT_EQ(decide_id(p, gss("203.0.113.1", "integrity", false)), "integ");
+  EXPECT_EQ(decide_id(p, gss("203.0.113.1", "confidentiality", false)), "integ");
+  EXPECT_EQ(decide_id(p, gss("203.0.113.1", "none", false)), "default-deny");
+  EXPECT_EQ(decide_id(p, req("203.0.113.1")), "default-deny");  // userpass: no GSS protection
+
+  std::vector<TraceStep> trace;
+  p.decide(gss("198.51.100.1", "integrity", false), &trace);
+  ASSERT_GE(trace.size(), 2u);
+  EXPECT_THAT(trace[0].detail, HasSubstr("require_channel_binding: the GSS-API context is not"));
+  EXPECT_THAT(trace[1].detail, HasSubstr("min_protection: the session has \"integrity\""));
+  trace.clear();
+  p.decide(req("192.0.2.1"), &trace);
+  EXPECT_THAT(trace[0].detail, HasSubstr("did not sign on with GSS-API"));
+
+  EXPECT_THROW(load(R"({"rules": [{"id": "x", "action": "pass", "min_protection": "high"}]})"),
+               LoadError);
+  EXPECT_THROW(
+      load(R"({"rules": [{"id": "x", "action": "pass", "require_channel_binding": "yes"}]})"),
+      LoadError);
+  // Only userpass sessions can match this rule, and they never have GSS-API protection.
+  EXPECT_THROW(load(R"({"rules": [{"id": "x", "action": "pass", "methods": ["userpass"],
+                                   "min_protection": "integrity"}]})"),
+               LoadError);
+  // Inherited from "defaults" like the other session properties.
+  Policy d = load(R"({"defaults": {"require_channel_binding": true},
+                      "rules": [{"id": "a", "action": "pass", "to": ["192.0.2.0/24"]}]})");
+  EXPECT_EQ(decide_id(d, gss("192.0.2.1", "integrity", false)), "default-deny");
+  EXPECT_EQ(decide_id(d, gss("192.0.2.1", "integrity", true)), "a");
+}
+
 TEST(PolicyTest, HostGlobsAndAddresses) {
   Policy p = load(R"({"rules": [
     {"id": "exact", "action": "pass", "to": ["www.example"]},
