@@ -13,6 +13,7 @@
 #include <asio/ip/address.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <system_error>
@@ -62,6 +63,10 @@ struct AuthContext {
   asio::ip::address client;
   std::string listener;
   crypto::BlockingPool* blocking = nullptr;
+  // GSS-API: the least protection level (RFC 1961 values: 1 integrity, 2 confidentiality; 0
+  // none) the policy's rules need for this identity, asked once the principal is mapped; the
+  // granted level is raised to it. Unset = the listener's level only.
+  std::function<uint8_t(const Identity&)> required_protection;
 };
 
 class Authenticator {

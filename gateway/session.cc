@@ -76,8 +76,8 @@ struct SessionRecord {
   asio::ip::tcp::endpoint client;
   std::string method;
   std::string user;
-  std::string principal;   // gssapi
-  std::string protection;  // gssapi: integrity | confidentiality | none
+  std::string principal;       // gssapi
+  std::string protection;      // gssapi: integrity | confidentiality | none
   bool channel_bound = false;  // gssapi: the context is bound to the TLS channel
   std::optional<std::string> command;
   std::optional<socks5::Address> requested;
@@ -440,7 +440,17 @@ asio::awaitable<std::optional<CloseReason>> Session::negotiate() {
 
   // RFC 1929 / RFC 1961: the method's subnegotiation.
   rec_.phase = SessionPhase::kAuthentication;
-  auth::AuthContext actx{rec_.client.address(), rec_.listener, &state_.blocking};
+  auth::AuthContext actx{rec_.client.address(), rec_.listener, &state_.blocking, {}};
+  actx.required_protection = [this](const auth::Identity& id) {
+    policy::DecisionRequest r;
+    r.user = id.user;
+    r.groups = id.groups;
+    r.method = id.method;
+    r.client_certificate = tls_ != nullptr && tls_->client_cert().has_value();
+    r.listener = rec_.listener;
+    r.client = to_policy_address(rec_.client.address());
+    return snap_->policy->required_protection(r);
+  };
   auth::AuthOutcome outcome;
   ec = co_await method->authenticate(*channel_, actx, &outcome);
   if (ec) co_return from_client_read_error(ec);

@@ -99,8 +99,8 @@ bool any_contains(const std::vector<Cidr>& v, const IpAddress& a) {
   return std::any_of(v.begin(), v.end(), [&](const Cidr& c) { return c.contains(a); });
 }
 
-Miss check_rule(const CompiledPolicy& p, const Rule& rule, const DecisionRequest& r,
-                const Target& t) {
+// The selectors about who is asking, from where and how (not what they ask for).
+Miss check_identity(const CompiledPolicy& p, const Rule& rule, const DecisionRequest& r) {
   if (rule.users &&
       (r.user.empty() || !std::binary_search(rule.users->begin(), rule.users->end(), r.user))) {
     return Miss::kUsers;
@@ -115,11 +115,17 @@ Miss check_rule(const CompiledPolicy& p, const Rule& rule, const DecisionRequest
   if (!rule.methods && r.method == "socks4") return Miss::kMethods;
   if (rule.listeners && !contains(*rule.listeners, r.listener)) return Miss::kListeners;
   if (rule.client_certificate && !r.client_certificate) return Miss::kClientCertificate;
+  if (rule.from && !any_contains(*rule.from, r.client)) return Miss::kFrom;
+  return Miss::kNone;
+}
+
+Miss check_rule(const CompiledPolicy& p, const Rule& rule, const DecisionRequest& r,
+                const Target& t) {
+  if (Miss m = check_identity(p, rule, r); m != Miss::kNone) return m;
   if (rule.min_protection != 0 && protection_level(r.protection) < rule.min_protection) {
     return Miss::kProtection;
   }
   if (rule.require_channel_binding && !r.channel_bound) return Miss::kChannelBinding;
-  if (rule.from && !any_contains(*rule.from, r.client)) return Miss::kFrom;
   if ((rule.commands & command_bit(r.command)) == 0) return Miss::kCommands;
   if (rule.ports && std::none_of(rule.ports->begin(), rule.ports->end(),
                                  [&](const PortRange& pr) { return pr.contains(r.port); })) {
@@ -442,6 +448,18 @@ std::vector<std::string> Policy::egress_names() const {
     }
   }
   return out;
+}
+
+uint8_t Policy::required_protection(const DecisionRequest& r) const {
+  if (!impl_) return 0;
+  bool any = false;
+  uint8_t least = 2;
+  for (const auto& rule : impl_->rules) {
+    if (rule.action != Action::kPass || check_identity(*impl_, rule, r) != Miss::kNone) continue;
+    any = true;
+    least = std::min(least, rule.min_protection);
+  }
+  return any ? least : 0;
 }
 
 Decision Policy::decide_any_destination(const DecisionRequest& r) const {

@@ -127,6 +127,15 @@ class Policy {
   // ("to", "ports"); each destination is then decided with decide().
   Decision decide_any_destination(const DecisionRequest& r) const;
 
+  // The GSS-API protection this identity needs for any pass rule that could apply to it: the
+  // least "min_protection" (1 integrity, 2 confidentiality; 0 none) among the pass rules whose
+  // identity selectors (users, groups, methods, listeners, from, client_certificate) match `r`.
+  // 0 when no such rule matches. The gateway grants at least this level in the RFC 1961
+  // subnegotiation, so a user whose every rule demands confidentiality gets it even when the
+  // client asks for integrity. Only user, groups, method, listener, client and
+  // client_certificate of `r` are read.
+  uint8_t required_protection(const DecisionRequest& r) const;
+
   // Groups the policy defines for `user` (from "groups").
   std::vector<std::string> groups_of(std::string_view user) const;
 

@@ -51,8 +51,8 @@ struct AcceptCall {
     cb.acceptor_addrtype = GSS_C_AF_UNSPEC;
     cb.application_data = crypto::gss_view(bindings);
     s.major = gss_accept_sec_context(&s.minor, context->out(), backend->cred(), &in,
-                                     bindings.empty() ? GSS_C_NO_CHANNEL_BINDINGS : &cb,
-                                     src.out(), &mech, out.get(), &s.flags, nullptr, nullptr);
+                                     bindings.empty() ? GSS_C_NO_CHANNEL_BINDINGS : &cb, src.out(),
+                                     &mech, out.get(), &s.flags, nullptr, nullptr);
     s.output.assign(out.bytes().begin(), out.bytes().end());
     if (GSS_ERROR(s.major)) {
       s.detail = crypto::gss_status_text(s.major, s.minor, mech);
@@ -292,8 +292,9 @@ asio::awaitable<std::error_code> GssAuthenticator::authenticate(crypto::Channel&
     }
     if (GSS_ROUTINE_ERROR(step.major) == GSS_S_BAD_BINDINGS) {
       co_return co_await refuse(channel, outcome, "gss_channel_binding_mismatch",
-                                step.detail + " (the client bound its context to another channel:"
-                                              " a TLS-terminating middlebox?)");
+                                step.detail +
+                                    " (the client bound its context to another channel:"
+                                    " a TLS-terminating middlebox?)");
     }
     if (GSS_ERROR(step.major)) {
       co_return co_await refuse(channel, outcome, "gss_context_failed", step.detail);
@@ -370,13 +371,24 @@ asio::awaitable<std::error_code> GssAuthenticator::authenticate(crypto::Channel&
   if (std::error_code ec = parse_level(level_octet, &requested)) {
     co_return co_await refuse(channel, outcome, "gss_protocol_error", ec.message());
   }
+  // The listener's level, raised to what the policy's rules for this user need.
+  Level required = cfg.required;
+  if (ctx.required_protection) {
+    Identity probe;
+    probe.user = user;
+    probe.method = "gssapi";
+    uint8_t need = ctx.required_protection(probe);
+    if (need > static_cast<uint8_t>(required) &&
+        need <= static_cast<uint8_t>(Level::kConfidentiality))
+      required = static_cast<Level>(need);
+  }
   auto granted =
-      choose_level(requested, LevelPolicy{cfg.required}, (step.flags & GSS_C_INTEG_FLAG) != 0,
+      choose_level(requested, LevelPolicy{required}, (step.flags & GSS_C_INTEG_FLAG) != 0,
                    (step.flags & GSS_C_CONF_FLAG) != 0);
   if (!granted) {
     co_return co_await refuse(channel, outcome, "gss_protection_refused",
                               std::string("the context cannot give the required ") +
-                                  std::string(level_name(cfg.required)) + " (client asked for " +
+                                  std::string(level_name(required)) + " (client asked for " +
                                   std::string(level_name(requested)) + ")");
   }
   std::vector<uint8_t> reply_token{static_cast<uint8_t>(*granted)};

@@ -237,6 +237,24 @@ def test_rule_requiring_confidentiality(gw_factory, krb_env, pki, two_targets):
     assert denied["rule"] == "guarded" and denied["protection"] == "integrity"
 
 
+def test_policy_raises_the_granted_level(gw_factory, krb_env, pki, echo_server):
+    """The listener requires integrity only, but every rule for alice needs confidentiality:
+    her request for integrity is answered with confidentiality (RFC 1961 lets the server
+    choose), instead of a session that no rule would then let through."""
+    policy = {"rules": [{"id": "alice-conf", "action": "pass", "users": ["alice"],
+                         "min_protection": "confidentiality", "to": ["127.0.0.0/8"]}]}
+    gw = gw_factory(policy=policy, protection="integrity")
+    c = client(gw, krb_env, pki, listener="plain")
+    try:
+        assert c.connect(request("127.0.0.1", echo_server.port), LEVEL_INTEG) == 0
+        assert c.level == LEVEL_CONF
+        echo_once(c)
+    finally:
+        c.close()
+    rec = gw.wait_session_end(rule="alice-conf")
+    assert rec["protection"] == "confidentiality"
+
+
 def test_explain_and_validate_know_the_new_keys(gw_factory, krb_env, pki, tmp_path):
     gw = gw_factory(policy=guarded_policy(7001, 7002))
     base = [str(SOCKSGATE_BIN), "explain", "--config", str(gw.config_path), "--user", "alice",

@@ -181,7 +181,7 @@ Exchange run_exchange(std::shared_ptr<const UserPassBackend> backend, Bytes wire
       io,
       [&]() -> asio::awaitable<void> {
         UserPassAuthenticator a(backend);
-        AuthContext ctx{asio::ip::make_address("127.0.0.1"), "test", &pool};
+        AuthContext ctx{asio::ip::make_address("127.0.0.1"), "test", &pool, {}};
         ex.ec = co_await a.authenticate(channel, ctx, &ex.outcome);
         ex.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
             std::chrono::steady_clock::now() - start);

@@ -233,6 +233,32 @@ TEST(PolicyTest, ProtectionAndChannelBindingRequirements) {
   EXPECT_THROW(load(R"({"rules": [{"id": "x", "action": "pass", "methods": ["userpass"],
                                    "min_protection": "integrity"}]})"),
                LoadError);
+  // What the subnegotiation must grant: the least requirement among the pass rules for the
+  // identity (destinations do not count: they are not known yet).
+  auto id = [](const char* user, const char* listener) {
+    DecisionRequest r;
+    r.user = user;
+    r.method = "gssapi";
+    r.listener = listener;
+    r.client = *IpAddress::parse("10.0.0.1");
+    return r;
+  };
+  Policy lv = load(R"({"rules": [
+    {"id": "fin", "action": "pass", "users": ["alice"], "min_protection": "confidentiality",
+     "to": ["192.0.2.0/24"]},
+    {"id": "block-bob", "action": "block", "users": ["bob"]},
+    {"id": "bob-web", "action": "pass", "users": ["bob"], "min_protection": "integrity"},
+    {"id": "bob-fin", "action": "pass", "users": ["bob"], "listeners": ["fin"],
+     "min_protection": "confidentiality"},
+    {"id": "carol", "action": "pass", "users": ["carol"], "listeners": ["fin"]}
+  ]})");
+  EXPECT_EQ(lv.required_protection(id("alice", "main")), 2);  // every rule of hers needs it
+  EXPECT_EQ(lv.required_protection(id("bob", "main")), 1);    // block rules do not count
+  EXPECT_EQ(lv.required_protection(id("bob", "fin")), 1);     // the least of bob-web, bob-fin
+  EXPECT_EQ(lv.required_protection(id("carol", "fin")), 0);   // a rule without requirement
+  EXPECT_EQ(lv.required_protection(id("carol", "main")), 0);  // no rule at all
+  EXPECT_EQ(lv.required_protection(id("dave", "main")), 0);
+
   // Inherited from "defaults" like the other session properties.
   Policy d = load(R"({"defaults": {"require_channel_binding": true},
                       "rules": [{"id": "a", "action": "pass", "to": ["192.0.2.0/24"]}]})");
