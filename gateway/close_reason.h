@@ -49,6 +49,8 @@ enum class CloseReason : uint8_t {
   kInternalError,
   kGssProtection,     // GSS-API: a token failed to verify or had the wrong protection (closed)
   kAuditUnavailable,  // the session_start record could not be made durable (fail-closed, REP 01)
+  // A reload's policy (or password file) no longer allows the running session.
+  kRevoked,
   kCount_,
 };
 

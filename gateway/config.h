@@ -129,6 +129,10 @@ struct Config {
   std::optional<AdminConfig> admin;
   std::string policy_file;  // resolved path, or empty when inline
   std::string policy_dir;   // policy.d: per-user and per-group rule files; empty = none
+  // After a reload, how long a running session the new policy no longer allows may go on
+  // before it is closed with reason "revoked" (a reload within the grace that allows it again
+  // keeps it).
+  std::chrono::seconds revoke_grace{0};
   RunAsConfig run_as;       // who the gateway becomes after binding, when started as root
 
   const ListenerConfig* find_listener(std::string_view name) const;

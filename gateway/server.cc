@@ -236,7 +236,11 @@ struct Server::Impl {
       state.snapshot.store(std::make_shared<const Snapshot>(std::move(snap)));
       write_ready_file();
       state.metrics.reload_succeeded();
-      log::info("reload: configuration ", opts.config_path, " loaded");
+      // Running sessions are held to the new policy (and password file): those it no longer
+      // allows close with reason "revoked" (after policy.revoke_grace_s).
+      size_t checked = state.sessions.recheck_all();
+      log::info("reload: configuration ", opts.config_path, " loaded; re-checking ", checked,
+                " running sessions");
     } catch (const std::exception& e) {
       state.metrics.reload_failed();
       log::error("reload failed, keeping the previous configuration: ", e.what());

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "auth/registry.h"
+#include "auth/userpass/userpass_authenticator.h"
 #include "crypto/channel.h"
 #include "crypto/gss_channel.h"
 #include "crypto/secure.h"
@@ -223,6 +224,12 @@ class Session {
 
   asio::awaitable<void> run();
   // Closes both sockets now (drain, revocation, an admin); the session then ends with `why`.
+  // After a reload: is what this session relays still allowed? If not, it closes with reason
+  // "revoked", at once or after policy.revoke_grace_s. Runs on the session's executor.
+  void recheck();
+  // Makes recheck() reachable from reloads, once the session relays.
+  void watch_reloads();
+
   void abort(CloseReason why) {
     aborted_ = true;
     abort_reason_ = why;
@@ -293,6 +300,7 @@ class Session {
 
  public:
   SessionRegistry::Closer closer_;
+  SessionRegistry::Recheck recheck_;
 
  private:
   const ListenerConfig* listener_ = nullptr;
@@ -304,6 +312,7 @@ class Session {
   json extra_;           // command-specific fields for the session_end record
   bool aborted_ = false;
   CloseReason abort_reason_ = CloseReason::kShutdown;
+  std::optional<asio::steady_timer> revoke_timer_;  // running while a revocation's grace lasts
   bool admitted_ = false;
   // Bytes relayed so far, read by the admin listener while the session runs.
   std::shared_ptr<std::atomic<uint64_t>> live_up_ = std::make_shared<std::atomic<uint64_t>>(0);
@@ -729,8 +738,74 @@ asio::awaitable<void> Session::run_connect() {
   co_await relay_and_finish();
 }
 
+void Session::watch_reloads() {
+  if (!recheck_) return;
+  state_.sessions.set_recheck(numeric_id_, recheck_);
+  // Decided under a snapshot a reload has replaced meanwhile: check now (the reload's own
+  // round of re-checks may have run before this session was reachable).
+  if (state_.snapshot.load() != snap_) recheck();
+}
+
+void Session::recheck() {
+  if (aborted_ || rec_.phase != SessionPhase::kRelay) return;
+  std::shared_ptr<const Snapshot> snap = state_.snapshot.load();
+  if (!snap) return;
+  // The identity first: a user removed from the password file loses their sessions whatever
+  // the rules say.
+  std::string rule_id, reason;
+  bool allowed = true;
+  const auto& up = snap->backends.userpass;
+  if (identity_.method == "userpass" && up &&
+      up->settings().backend == auth::userpass::UserPassBackendKind::kFile &&
+      !up->file().find(identity_.user)) {
+    allowed = false;
+    reason = "the user is no longer in the password file";
+  }
+  if (allowed) {
+    policy::Decision d;
+    if (request_.command == static_cast<uint8_t>(socks5::Command::kUdpAssociate) ||
+        request_.command == static_cast<uint8_t>(socks5::Command::kUdpInStream)) {
+      d = snap->policy->decide_any_destination(decision_request(policy::Command::kUdpAssociate));
+    } else {
+      bool bind = request_.command == static_cast<uint8_t>(socks5::Command::kBind);
+      policy::DecisionRequest req =
+          decision_request(bind ? policy::Command::kBind : policy::Command::kConnect);
+      req.port = request_.port;
+      if (request_.dst.type == socks5::AddressType::kDomain) req.host = request_.dst.domain;
+      if (rec_.remote) req.address = to_policy_address(rec_.remote->address());
+      d = snap->policy->decide(req);
+    }
+    allowed = d.allowed();
+    rule_id = d.rule_id;
+    reason = d.reason;
+  }
+  if (allowed) {
+    // A later reload allowed it again within the grace: it goes on.
+    if (revoke_timer_) {
+      revoke_timer_->cancel();
+      revoke_timer_.reset();
+      extra_.erase("revoked_rule");
+      extra_.erase("revoked_reason");
+    }
+    return;
+  }
+  if (!rule_id.empty()) extra_["revoked_rule"] = rule_id;
+  extra_["revoked_reason"] = escape_untrusted(reason);
+  std::chrono::seconds grace = snap->config->revoke_grace;
+  if (grace.count() == 0) {
+    abort(CloseReason::kRevoked);
+    return;
+  }
+  if (revoke_timer_) return;  // the first grace keeps running
+  revoke_timer_.emplace(channel_->lowest_layer().get_executor(), grace);
+  revoke_timer_->async_wait([closer = closer_](std::error_code ec) {
+    if (!ec && closer) closer(CloseReason::kRevoked);
+  });
+}
+
 asio::awaitable<void> Session::relay_and_finish() {
   rec_.phase = SessionPhase::kRelay;
+  watch_reloads();
   // Named, not a temporary: GCC 12 destroys non-trivial temporaries of a co_await expression
   // twice (the taps hold shared_ptrs).
   RelayOptions opts{snap_->config->limits.idle_timeout, true, tap(true), tap(false)};
@@ -923,6 +998,7 @@ asio::awaitable<void> Session::run_udp(bool in_stream) {
     rec_.bound = asio::ip::tcp::endpoint(asio::ip::address_v4::any(), 0);
     co_await send_reply(socks5::Reply::kSucceeded);
     rec_.phase = SessionPhase::kRelay;
+    watch_reloads();
     CloseReason reason = co_await assoc.run_stream(io());
     rec_.bytes_up = assoc.counters().bytes_up;
     rec_.bytes_down = assoc.counters().bytes_down;
@@ -948,6 +1024,7 @@ asio::awaitable<void> Session::run_udp(bool in_stream) {
   }
   co_await send_reply(socks5::Reply::kSucceeded);
   rec_.phase = SessionPhase::kRelay;
+  watch_reloads();
   CloseReason reason = co_await assoc.run(channel_->lowest_layer());
   rec_.bytes_up = assoc.counters().bytes_up;
   rec_.bytes_down = assoc.counters().bytes_down;
@@ -1076,6 +1153,11 @@ asio::awaitable<void> run_session(ServerState& state, std::shared_ptr<const Snap
   s.closer_ = [ex, weak = std::weak_ptr<SessionControl>(control)](CloseReason why) {
     asio::post(ex, [weak, why] {
       if (auto c = weak.lock(); c && c->session) c->session->abort(why);
+    });
+  };
+  s.recheck_ = [ex, weak = std::weak_ptr<SessionControl>(control)] {
+    asio::post(ex, [weak] {
+      if (auto c = weak.lock(); c && c->session) c->session->recheck();
     });
   };
   co_await s.run();

@@ -121,6 +121,23 @@ size_t SessionRegistry::close_user(const std::string& user, CloseReason why) {
   return closers.size();
 }
 
+void SessionRegistry::set_recheck(uint64_t id, Recheck recheck) {
+  std::lock_guard lock(mu_);
+  if (auto it = sessions_.find(id); it != sessions_.end()) it->second.recheck = std::move(recheck);
+}
+
+size_t SessionRegistry::recheck_all() {
+  std::vector<Recheck> checks;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, e] : sessions_) {
+      if (e.recheck) checks.push_back(e.recheck);
+    }
+  }
+  for (auto& c : checks) c();
+  return checks.size();
+}
+
 std::vector<SessionView> SessionRegistry::list() const {
   auto now = std::chrono::steady_clock::now();
   std::vector<SessionView> out;

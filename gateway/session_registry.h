@@ -35,6 +35,9 @@ class SessionRegistry {
   // the session's executor).
   using Closer = std::function<void(CloseReason)>;
   using ByteCell = std::shared_ptr<std::atomic<uint64_t>>;
+  // Asks the session to check itself against the configuration now in effect (after a
+  // reload); safe to call from any thread (it posts to the session's executor).
+  using Recheck = std::function<void()>;
 
   // What a session is known by from the start.
   struct Origin {
@@ -54,6 +57,10 @@ class SessionRegistry {
   // Counts an open BIND of session `id` against `user`; released by remove().
   bool admit_bind(uint64_t id, const std::string& user, uint32_t max_per_user);
   void remove(uint64_t id);
+  // Set once the session relays (what it relays is then known); recheck_all() reaches it.
+  void set_recheck(uint64_t id, Recheck recheck);
+  // Asks every relaying session to re-check itself; returns how many were asked.
+  size_t recheck_all();
 
   size_t active() const;
   size_t active_for_user(const std::string& user) const;
@@ -70,6 +77,7 @@ class SessionRegistry {
     bool user_counted = false;
     bool bind_counted = false;
     Closer closer;
+    Recheck recheck;
     Origin origin;
     std::string method, command, target;
     std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from sgtest import (SOCKSGATE_BIN, SocksError, Target, connect_refused, connect_tcp,
-                    default_config, default_policy, echo_roundtrip, greeting, local_port,
+from sgtest import (SOCKSGATE_BIN, SocksError, Target, assert_audit_schema, connect_refused,
+                    connect_tcp, default_config, default_policy, echo_roundtrip, greeting, local_port,
                     make_hash, read_reply, recv_all, recv_exact, request, socks_connect,
                     unescape_untrusted, userpass, wait_closed)
 
@@ -479,6 +479,98 @@ def test_reload_removed_user_cannot_log_in(gateway, echo_server):
         socks_connect(gateway.addr("main"), "alice", gateway.passwords["alice"], "127.0.0.1",
                       echo_server.port)
     assert ei.value.stage == "auth"
+
+
+# --- reload re-evaluates running sessions ---------------------------------------------------
+
+def bob_policy(with_bob: bool = True) -> dict:
+    pol = default_policy()
+    if with_bob:
+        pol["rules"].insert(0, {"id": "bob-local", "action": "pass", "users": ["bob"],
+                                "to": ["127.0.0.0/8"], "ports": ["1024-65535"]})
+    return pol
+
+
+def write_config(gw, policy: dict, **policy_keys) -> None:
+    cfg = default_config()
+    cfg["policy"] = {"inline": policy, **policy_keys}
+    gw.config_path.write_text(json.dumps(cfg, indent=2))
+
+
+def test_reload_revokes_only_what_the_new_policy_forbids(gateway_factory, echo_server):
+    """200 running sessions; a reload removes bob's rule: his 50 sessions close with reason
+    `revoked` (naming the rule that now decides), alice's 150 go on untouched."""
+    gw = gateway_factory(policy=bob_policy())
+    socks = {}
+    for i in range(200):
+        user = "bob" if i % 4 == 0 else "alice"
+        s, _ = socks_connect(gw.addr("main"), user, gw.passwords[user], "127.0.0.1",
+                             echo_server.port)
+        assert echo_roundtrip(s, b"before %d" % i) == b"before %d" % i
+        socks[i] = (user, s)
+    try:
+        write_config(gw, bob_policy(with_bob=False))
+        ok, line = gw.reload()
+        assert ok, line
+        assert "re-checking 200 running sessions" in line, line
+        revoked = gw.wait_audit(lambda r: r.get("event") == "session_end" and
+                                r.get("close_reason") == "revoked", count=50)
+        assert len(revoked) == 50
+        assert {r["user"] for r in revoked} == {"bob"}
+        assert {r["revoked_rule"] for r in revoked} == {"deny-rest"}
+        assert all("deny-rest" in r["revoked_reason"] for r in revoked)
+        for i, (user, s) in socks.items():
+            if user == "bob":
+                how, rest = wait_closed(s)
+                assert rest == b""
+            else:
+                assert echo_roundtrip(s, b"after %d" % i) == b"after %d" % i
+    finally:
+        for _, s in socks.values():
+            s.close()
+    ends = gw.wait_audit(lambda r: r.get("event") == "session_end", count=200)
+    assert sum(r["close_reason"] == "closed" for r in ends) == 150
+    assert_audit_schema(gw.audit_lines())
+
+
+def test_revoke_grace_and_a_reload_that_restores(gateway_factory, echo_server):
+    gw = gateway_factory(policy=bob_policy())
+    write_config(gw, bob_policy(), revoke_grace_s=2)
+    assert gw.reload()[0]
+    s1, _ = socks_connect(gw.addr("main"), "bob", gw.passwords["bob"], "127.0.0.1",
+                          echo_server.port)
+    # Removed, then restored within the grace: the session survives.
+    write_config(gw, bob_policy(with_bob=False), revoke_grace_s=2)
+    assert gw.reload()[0]
+    assert echo_roundtrip(s1, b"in grace") == b"in grace"
+    write_config(gw, bob_policy(), revoke_grace_s=2)
+    assert gw.reload()[0]
+    time.sleep(3)
+    assert echo_roundtrip(s1, b"restored") == b"restored"
+    # Removed for good: still served during the grace, closed after it.
+    write_config(gw, bob_policy(with_bob=False), revoke_grace_s=2)
+    t0 = time.monotonic()
+    assert gw.reload()[0]
+    assert echo_roundtrip(s1, b"grace") == b"grace"
+    wait_closed(s1, timeout=10)
+    assert time.monotonic() - t0 >= 1.5
+    s1.close()
+    rec = gw.wait_session_end(user="bob")
+    assert rec["close_reason"] == "revoked" and rec["revoked_rule"] == "deny-rest"
+
+
+def test_reload_removing_user_from_password_file_revokes(gateway, echo_server):
+    s, _ = socks_connect(gateway.addr("main"), "alice", gateway.passwords["alice"], "127.0.0.1",
+                         echo_server.port)
+    assert echo_roundtrip(s, b"x") == b"x"
+    gateway.write_users({"bob": gateway.passwords["bob"]})
+    assert gateway.reload()[0]
+    wait_closed(s)
+    s.close()
+    rec = gateway.wait_session_end(user="alice")
+    assert rec["close_reason"] == "revoked"
+    assert rec["revoked_reason"] == "the user is no longer in the password file"
+    assert "revoked_rule" not in rec
 
 
 @pytest.mark.parametrize("breakage", ["unknown-key", "syntax", "bad-hash", "missing-policy-file"])
