@@ -163,7 +163,13 @@ json base_record(std::string_view event, const SessionRecord& r) {
   }
   if (r.remote) j["address"] = r.remote->address().to_string();
   if (!r.rule_id.empty()) j["rule"] = r.rule_id;
-  if (!r.decision.empty()) j["decision"] = r.decision;
+  // A denied record is a block, whatever the rule that passed the request said (a limit, a
+  // BIND peer that is not the expected host).
+  if (event == "denied") {
+    j["decision"] = "block";
+  } else if (!r.decision.empty()) {
+    j["decision"] = r.decision;
+  }
   return j;
 }
 

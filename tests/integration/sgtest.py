@@ -157,6 +157,8 @@ class Gateway:
         self._log_file = None
         self._stopped = False
         self.env: dict | None = None  # the process environment (None: ours)
+        # Tests that corrupt the audit log on purpose turn this off.
+        self.check_audit_schema = True
 
     # -- files ------------------------------------------------------------------------------
 
@@ -299,6 +301,7 @@ class Gateway:
         unexpected death, a non-zero exit, sanitizer reports."""
         problems = []
         if self.proc is None:
+            self._remove_dir()
             return problems
         rc = self.proc.poll()
         if rc is not None and not self._stopped:
@@ -316,12 +319,42 @@ class Gateway:
         for mark in self.SANITIZER_MARKS:
             if mark in log:
                 problems.append(f"sanitizer report ({mark})")
+        if self.check_audit_schema:
+            problems += self.audit_schema_problems()
         if problems:
             problems.append("log:\n" + log[-20000:])
-        elif self.dir.parent == Path(tempfile.gettempdir()) and \
+        else:
+            self._remove_dir()
+        return problems
+
+    def _remove_dir(self) -> None:
+        """Gateway directories made under /tmp (run_as_dir) go; pytest's tmp_path stays."""
+        if self.dir.parent == Path(tempfile.gettempdir()) and \
                 self.dir.name.startswith("socksgate-gw-"):
             shutil.rmtree(self.dir, ignore_errors=True)
-        return problems
+
+    def audit_schema_problems(self) -> list[str]:
+        """Every record the gateway wrote must be one the documented schema
+        (docs/audit.schema.json) accepts: checked for every gateway a test ran, so that a new
+        field or reason cannot slip past the schema. Lines that are not JSON are left to the
+        tests about them (kill -9, tampering)."""
+        try:
+            data = self.audit_path.read_bytes()
+        except (FileNotFoundError, PermissionError):
+            return []
+        v = cached_audit_validator()
+        for line in data.decode("utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict):
+                continue
+            errors = list(v.iter_errors(rec))
+            if errors:
+                return [f"audit record not accepted by docs/audit.schema.json: {line}\n" +
+                        "\n".join(e.message for e in errors[:5])]
+        return []
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -768,6 +801,16 @@ def audit_validator():
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
     return cls(schema)
+
+
+_VALIDATOR = None
+
+
+def cached_audit_validator():
+    global _VALIDATOR
+    if _VALIDATOR is None:
+        _VALIDATOR = audit_validator()
+    return _VALIDATOR
 
 
 def assert_audit_schema(lines: list[str]) -> None:
