@@ -19,7 +19,7 @@ import socks  # PySocks
 from pamtest import (PAM_CHATTY, PAM_SGTEST, PamStack, pam_config, remove_wrapper_dirs,
                      sanitizer_runtimes)
 from sgtest import (Gateway, SocksError, connect_tcp, default_policy, greeting, recv_exact,
-                    socks_connect, userpass, echo_roundtrip, IO_TIMEOUT)
+                    socks_connect, userpass, echo_roundtrip, IO_TIMEOUT, SANITIZED)
 
 NOBODY = pwd.getpwnam("nobody").pw_uid
 NOGROUP = grp.getgrnam("nogroup").gr_gid
@@ -241,7 +241,11 @@ def test_slow_pam_stack_does_not_delay_other_users(pam_gateway):
     last_done = max(r[1] for r in results) - t0
     assert last_done < 5.0, f"the 100 logins finished only after {last_done:.2f}s"
     assert slow_done >= 5.0
-    assert p99 < 0.5, f"p99 {p99 * 1000:.0f} ms (latencies {latencies[-5:]})"
+    # The bound, on the release build; a TSan build forks each PAM worker several times
+    # slower (CI saw p99 1.0 s there with no slowpoke effect: every other login still finished
+    # long before the slow one).
+    bound = 2.5 if SANITIZED else 0.5
+    assert p99 < bound, f"p99 {p99 * 1000:.0f} ms (latencies {latencies[-5:]})"
 
 
 def test_monitor_restarts_after_it_dies(pam_gateway, echo_server):
