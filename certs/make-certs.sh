@@ -12,6 +12,11 @@
 #       refuse for clients), valid N days (default 30) or already expired (--expired).
 #   certs/make-certs.sh revoke DIR NAME
 #       revokes NAME's certificate and rewrites DIR/crl.pem.
+#   certs/make-certs.sh intermediate DIR NAME
+#       an intermediate CA DIR/NAME (CN=NAME, signed by DIR's CA, pathlen 0) that `user` and
+#       `revoke` accept as a DIR of their own; its users' NAME.pem carry the intermediate after
+#       the leaf (the chain a client sends), and DIR/NAME/crl-bundle.pem holds both CAs' CRLs
+#       (what a listener that checks revocation at every level needs).
 #
 # Keys are EC P-256 (fast handshakes); files are created 0600 where they are private.
 set -euo pipefail
@@ -53,6 +58,9 @@ basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth
 subjectAltName = \${ENV::SAN}
+[ sub_ca_ext ]
+basicConstraints = critical, CA:TRUE, pathlen:0
+keyUsage = critical, keyCertSign, cRLSign
 [ server_ext ]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
@@ -128,7 +136,35 @@ case "$cmd" in
       esac
     done
     sign "$name" "$ext" "email:$email" "$dir/users/$name" "${dates[@]}"
+    # Issued by an intermediate: the client sends the intermediate along.
+    if [[ -f $dir/chain.pem ]]; then cat "$dir/chain.pem" >>"$dir/users/$name.pem"; fi
     echo "make-certs: $dir/users/$name.pem"
+    ;;
+  intermediate)
+    [[ $# -ge 1 ]] || die "intermediate: missing NAME"
+    [[ -f $dir/ca.cnf ]] || die "intermediate: run 'init $dir' first"
+    dir=$(cd "$dir" && pwd)
+    name=$1
+    [[ $name =~ ^[A-Za-z0-9_-]+$ ]] || die "intermediate: NAME must be letters, digits, - or _"
+    parent=$dir
+    sub=$dir/$name
+    mkdir -p "$sub/issued" "$sub/users"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$sub/ca.key" 2>/dev/null
+    openssl req -new -key "$sub/ca.key" -subj "/CN=$name" -out "$sub/ca.csr" 2>/dev/null
+    SAN=DNS:unused openssl ca -batch -notext -config "$parent/ca.cnf" -extensions sub_ca_ext \
+      -in "$sub/ca.csr" -out "$sub/ca.pem" -days 365 2>/dev/null || die "cannot sign $name"
+    rm -f "$sub/ca.csr"
+    chmod 644 "$sub/ca.pem"
+    cp "$sub/ca.pem" "$sub/chain.pem"
+    : >"$sub/index.txt"
+    echo 2000 >"$sub/serial"
+    echo 2000 >"$sub/crlnumber"
+    dir=$sub
+    ca_conf
+    gencrl
+    cat "$parent/crl.pem" "$sub/crl.pem" >"$sub/crl-bundle.pem"
+    chmod 644 "$sub/crl-bundle.pem"
+    echo "make-certs: intermediate CA $sub (users: make-certs.sh user $sub NAME)"
     ;;
   revoke)
     [[ $# -ge 1 ]] || die "revoke: missing NAME"
@@ -138,5 +174,5 @@ case "$cmd" in
     gencrl
     echo "make-certs: revoked $1; CRL rewritten"
     ;;
-  *) die "unknown command $cmd (init, user, revoke)" ;;
+  *) die "unknown command $cmd (init, user, revoke, intermediate)" ;;
 esac

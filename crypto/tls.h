@@ -82,7 +82,7 @@ struct TlsServerSettings {
   ClientCertMode client_cert = ClientCertMode::kNone;
   std::string ca_file;   // PEM bundle the client certificates must chain to
   std::string crl_file;  // PEM CRLs, checked for the client certificate; empty = none
-  int verify_depth = 4;
+  int verify_depth = 4;  // intermediate CAs allowed between the client certificate and `ca`
   CertIdentity identity = CertIdentity::kCommonName;
   bool session_tickets = true;
   std::chrono::seconds ticket_rotation{3600};

@@ -69,7 +69,7 @@ TlsListenerConfig read_tls(const JsonSource& src, const Ptr& at, std::vector<Dia
     }
     if (auto v = c.string("ca", false)) t.server.ca_file = resolve_path(config_path, *v);
     if (auto v = c.string("crl", false)) t.server.crl_file = resolve_path(config_path, *v);
-    if (auto v = c.integer("depth", 1, 16)) t.server.verify_depth = static_cast<int>(*v);
+    if (auto v = c.integer("depth", 0, 16)) t.server.verify_depth = static_cast<int>(*v);
     if (auto id = read_enum<crypto::CertIdentity>(c, "identity",
                                                   {{"cn", crypto::CertIdentity::kCommonName},
                                                    {"email", crypto::CertIdentity::kSanEmail},

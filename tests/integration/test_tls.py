@@ -241,6 +241,30 @@ def test_client_certificate_matrix(gateway_factory, pki, echo_server, tmp_path):
     assert denied["user"] == "carol@example.test"
 
 
+@pytest.mark.parametrize("depth,zoe_ok", [(0, False), (1, True)])
+def test_client_certificate_chain_depth(gateway_factory, pki, echo_server, depth, zoe_ok):
+    """client_cert.depth bounds the chain a client certificate may need: zoe's certificate comes
+    from an intermediate CA (leaf -> dept -> root, sent along by the client), alice's straight
+    from the root."""
+    dept = pki.intermediate(f"dept{depth}")
+    zoe = dept.user("zoe")
+    pol = cert_policy()
+    pol["rules"].insert(0, {"id": "zoe-cert", "action": "pass", "users": ["zoe@example.test"],
+                            "methods": ["certificate"], "to": ["127.0.0.0/8"]})
+    listener = tls_listener(pki, methods=("none",),
+                            client_cert={"mode": "required", "identity": "email",
+                                         "depth": depth, "crl": str(dept.crl)})
+    gw = gateway_factory(config=tls_config(pki, listener), policy=pol)
+    try_cert_session(gw, pki, pki.alice, echo_server)
+    if zoe_ok:
+        try_cert_session(gw, pki, zoe, echo_server)
+        assert gw.wait_session_end(user="zoe@example.test")["rule"] == "zoe-cert"
+    else:
+        assert refused(lambda: try_cert_session(gw, pki, zoe, echo_server))
+        rec = gw.wait_audit(lambda r: r.get("close_reason") == "tls_handshake_failed")[0]
+        assert "too long" in rec["tls_error"], rec
+
+
 def test_revocation_takes_effect_on_crl_reload(gateway_factory, pki, echo_server, tmp_path):
     local = Pki(tmp_path / "ca")
     dave = local.user("dave")

@@ -57,6 +57,19 @@ class Pki:
         self._chown()
         return self.dir / "users" / f"{name}.pem", self.dir / "users" / f"{name}.key"
 
+    def intermediate(self, name: str) -> "Pki":
+        """An intermediate CA under this one, as a Pki of its own (ca = the intermediate;
+        `root` = this CA, `crl` = both CAs' CRLs)."""
+        self._run("intermediate", str(self.dir), name)
+        self._chown()
+        sub = Pki.__new__(Pki)
+        sub.dir = self.dir / name
+        sub.ca = sub.dir / "ca.pem"
+        sub.root = self.ca
+        sub.crl = sub.dir / "crl-bundle.pem"
+        sub.server_cert, sub.server_key, sub.pin = self.server_cert, self.server_key, self.pin
+        return sub
+
     def revoke(self, name: str) -> None:
         self._run("revoke", str(self.dir), name)
         self._chown()
