@@ -19,7 +19,8 @@ import pytest
 from gss_client import (LEVEL_CONF, LEVEL_INTEG, MTYP_CONTEXT, Aborted, GssSocksClient,
                         read_frame)
 from sgtest import IO_TIMEOUT, SOCKSGATE_BIN, default_config, request, wait_closed
-from test_agent import agent_config, fetch_through, local_socks, AgentProc
+from test_agent import (AgentProc, UdpEcho, agent_config, agent_policy, fetch_through,
+                        local_socks, udp_datagram)
 from tlstest import Pki, client_context, tls_listener
 
 REALM = "KRBTEST.COM"
@@ -331,8 +332,11 @@ def test_agent_kerberos_sign_on_channel_bound(gw_factory, krb_env, pki, http_ser
 
 
 def test_agent_integrity_and_udp(gw_factory, krb_env, pki, echo_server, tmp_path):
-    gw = gw_factory(protection="integrity")
+    """Integrity only, and UDP: the datagrams travel as frames inside the agent's GSS-API
+    protected link (UDP inside TLS, docs/udp-over-tls.md), each checked on the way."""
+    gw = gw_factory(protection="integrity", policy=agent_policy())
     agent = gss_agent(tmp_path, gw, pki, krb_env, protection="integrity")
+    echo = UdpEcho()
     try:
         s, (rep, _, _) = local_socks(agent, "127.0.0.1", echo_server.port)
         try:
@@ -344,9 +348,24 @@ def test_agent_integrity_and_udp(gw_factory, krb_env, pki, echo_server, tmp_path
             assert got == b"x" * 100000
         finally:
             s.close()
-        rec = gw.wait_session_end(method="gssapi")
+        rec = gw.wait_session_end(command="connect")
         assert rec["protection"] == "integrity" and rec["channel_bound"] is True
+
+        ctl, (rep, raddr, rport) = local_socks(agent, "0.0.0.0", 0, cmd=3)
+        with ctl:
+            assert rep == 0, agent.log()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                u.settimeout(IO_TIMEOUT)
+                for size in (1, 1000, 30000):
+                    payload = os.urandom(size)
+                    u.sendto(udp_datagram("127.0.0.1", echo.port, payload), (raddr, rport))
+                    data, _ = u.recvfrom(65535)
+                    assert data.endswith(payload) and len(data) == size + 10
+        rec = gw.wait_session_end(command="udp")
+        assert rec["method"] == "gssapi" and rec["udp_in_stream"] is True
+        assert rec["bytes_up"] >= 31001
     finally:
+        echo.close()
         assert not agent.teardown()
 
 
