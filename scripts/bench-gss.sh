@@ -14,7 +14,8 @@
 # Throughput = download (target -> client) unless "upload".
 #
 # Knobs: BENCH_REPS=3, BENCH_TP_SECONDS=3, BENCH_SETUP_SECONDS=2, BENCH_SETUP_CONCURRENCY=8,
-#        BENCH_BUILD_DIR=build-bench, BENCH_KEEP=1 (keep the temp dir), BENCH_SKIP_BUILD=1.
+#        BENCH_BUILD_DIR=build-bench, BENCH_KEEP=1 (keep the temp dir), BENCH_SKIP_BUILD=1,
+#        BENCH_PERF=1 (perf profile of the gateway in a 1-stream download per GSS level).
 set -euo pipefail
 {
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -241,6 +242,22 @@ for rep in $(seq "$REPS"); do
     fi
   done
 done
+# BENCH_PERF=1: where the gateway spends its CPU in a 1-stream download at each GSS level
+# (perf record of the gateway's threads; report in the temp dir, top lines on stderr).
+if [[ ${BENCH_PERF:-0} == 1 ]] && command -v perf >/dev/null; then
+  for lvl in integrity confidentiality; do
+    log "perf: gateway, $lvl download, 1 stream"
+    perf record -q -g -o "$WORK/perf.$lvl.data" -p "$SG_PID" -- sleep "$TP_SECONDS" \
+      >/dev/null 2>&1 &
+    PERF_PID=$!
+    "$GB" throughput --proxy "127.0.0.1:$GSS_PORT" --level "$lvl" --port "$SOURCE" \
+      --duration "$TP_SECONDS" --label "perf" >/dev/null || true
+    wait "$PERF_PID" || true
+    perf report -q -i "$WORK/perf.$lvl.data" --no-children --sort dso --stdio -g none \
+      2>/dev/null | grep -v '^$' >"$WORK/perf.$lvl.txt" || true
+    head -6 "$WORK/perf.$lvl.txt" | cut -c1-60 >&2
+  done
+fi
 log "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 # The gateway's own word on what each session got (integrity runs must not be raised).
 log "sessions per method/protection (audit): $(python3 -c '
