@@ -8,6 +8,9 @@
 //                       [--pids PID,...]
 //   gssbench setup      --proxy IP:PORT --port ECHO --level integrity|confidentiality
 //                       [--concurrency C] [--duration S] [--pids PID,...]
+//   gssbench speed      --level integrity|confidentiality [--duration S]
+//                       (no network: gss_wrap/gss_unwrap between two contexts in this process,
+//                       the acceptor's key from KRB5_KTNAME; CPU time per GiB)
 // Common: --service NAME (host-based target name, default rcmd@localhost), --label TEXT.
 // Each run prints one JSON line on stdout.
 //
@@ -40,6 +43,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -131,7 +135,9 @@ Options parse(int argc, char** argv) {
       usage("unknown option " + k);
     }
   }
-  if (o.proxy_text.empty() || o.port <= 0 || o.level == 0) usage("--proxy, --port, --level needed");
+  if (o.level == 0) usage("--level needed");
+  if (o.scenario != "speed" && (o.proxy_text.empty() || o.port <= 0))
+    usage("--proxy, --port needed");
   if (o.streams < 1 || o.streams > 64 || o.concurrency < 1 || o.concurrency > 256)
     usage("--streams 1..64, --concurrency 1..256");
   if (!(o.duration_s > 0)) usage("--duration must be > 0");
@@ -668,13 +674,122 @@ int setup(const Options& o, const Gss& gss) {
   return n > 0 ? 0 : 1;
 }
 
+// The per-message crypto on its own, no network: an initiator and an acceptor context in this
+// process (the acceptor's key from the keytab, KRB5_KTNAME), then gss_wrap on the initiator and
+// gss_unwrap on the acceptor of full-size tokens for --duration seconds, timed in thread CPU
+// time. What the library can do per core: the ceiling of the GSS path, like `openssl speed`
+// for TLS.
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+}
+
+int speed(const Options& o, const Gss& gss) {
+  OM_uint32 minor = 0, major;
+  gss_OID_set_desc mechs{1, krb5_mech()};
+  gss_cred_id_t acred = GSS_C_NO_CREDENTIAL;
+  major = gss_acquire_cred(&minor, GSS_C_NO_NAME, GSS_C_INDEFINITE, &mechs, GSS_C_ACCEPT, &acred,
+                           nullptr, nullptr);
+  if (GSS_ERROR(major))
+    return print_error(o, gss_error("acceptor credential (KRB5_KTNAME)", major, minor));
+  gss_ctx_id_t ictx = GSS_C_NO_CONTEXT, actx = GSS_C_NO_CONTEXT;
+  auto cleanup = [&] {
+    gss_delete_sec_context(&minor, &ictx, GSS_C_NO_BUFFER);
+    gss_delete_sec_context(&minor, &actx, GSS_C_NO_BUFFER);
+    gss_release_cred(&minor, &acred);
+  };
+  const OM_uint32 flags = GSS_C_MUTUAL_FLAG | GSS_C_REPLAY_FLAG | GSS_C_SEQUENCE_FLAG |
+                          GSS_C_INTEG_FLAG | GSS_C_CONF_FLAG;
+  std::vector<uint8_t> to_acceptor, to_initiator;
+  bool done = false;
+  for (int round = 0; round < 8 && !done; ++round) {
+    gss_buffer_desc in{to_initiator.size(), to_initiator.data()}, out = GSS_C_EMPTY_BUFFER;
+    major = gss_init_sec_context(&minor, gss.cred(), &ictx, gss.target(), krb5_mech(), flags, 0,
+                                 GSS_C_NO_CHANNEL_BINDINGS, round ? &in : GSS_C_NO_BUFFER, nullptr,
+                                 &out, nullptr, nullptr);
+    const auto* p = static_cast<const uint8_t*>(out.value);
+    to_acceptor.assign(p, p + out.length);
+    gss_release_buffer(&minor, &out);
+    if (GSS_ERROR(major)) {
+      cleanup();
+      return print_error(o, gss_error("gss_init_sec_context", major, minor));
+    }
+    done = major == GSS_S_COMPLETE;
+    if (to_acceptor.empty()) break;
+    gss_buffer_desc ain{to_acceptor.size(), to_acceptor.data()}, aout = GSS_C_EMPTY_BUFFER;
+    major = gss_accept_sec_context(&minor, &actx, acred, &ain, GSS_C_NO_CHANNEL_BINDINGS, nullptr,
+                                   nullptr, &aout, nullptr, nullptr, nullptr);
+    p = static_cast<const uint8_t*>(aout.value);
+    to_initiator.assign(p, p + aout.length);
+    gss_release_buffer(&minor, &aout);
+    if (GSS_ERROR(major)) {
+      cleanup();
+      return print_error(o, gss_error("gss_accept_sec_context", major, minor));
+    }
+  }
+  if (!done) {
+    cleanup();
+    return print_error(o, "contexts not established");
+  }
+  const int conf_req = o.level == 2;
+  OM_uint32 max_in = 0;
+  major = gss_wrap_size_limit(&minor, ictx, conf_req, GSS_C_QOP_DEFAULT, kMaxToken, &max_in);
+  if (GSS_ERROR(major) || max_in == 0) {
+    cleanup();
+    return print_error(o, gss_error("gss_wrap_size_limit", major, minor));
+  }
+  std::vector<uint8_t> data(max_in, 'x');
+  double wrap_s = 0, unwrap_s = 0;
+  unsigned long long tokens = 0;
+  auto t0 = Clock::now();
+  const auto dur =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.duration_s));
+  std::string err;
+  while (Clock::now() < t0 + dur) {
+    gss_buffer_desc in{data.size(), data.data()}, tok = GSS_C_EMPTY_BUFFER,
+                                                  out = GSS_C_EMPTY_BUFFER;
+    int conf = 0;
+    double c0 = thread_cpu_seconds();
+    major = gss_wrap(&minor, ictx, conf_req, GSS_C_QOP_DEFAULT, &in, &conf, &tok);
+    double c1 = thread_cpu_seconds();
+    if (GSS_ERROR(major)) {
+      err = gss_error("gss_wrap", major, minor);
+      break;
+    }
+    major = gss_unwrap(&minor, actx, &tok, &out, &conf, nullptr);
+    double c2 = thread_cpu_seconds();
+    bool ok = major == GSS_S_COMPLETE && out.length == data.size() && (conf != 0) == conf_req;
+    if (!ok) err = gss_error("gss_unwrap", major, minor);
+    gss_release_buffer(&minor, &tok);
+    gss_release_buffer(&minor, &out);
+    if (!ok) break;
+    wrap_s += c1 - c0;
+    unwrap_s += c2 - c1;
+    ++tokens;
+  }
+  cleanup();
+  if (!err.empty()) return print_error(o, err);
+  double mib = static_cast<double>(tokens) * static_cast<double>(max_in) / (1024.0 * 1024);
+  print_head(o);
+  std::printf(
+      ", \"chunk\": %u, \"tokens\": %llu, \"wrap_mib_per_cpu_s\": %.1f, "
+      "\"unwrap_mib_per_cpu_s\": %.1f, \"wrap_cpu_s_per_gib\": %.3f, "
+      "\"unwrap_cpu_s_per_gib\": %.3f}\n",
+      max_in, tokens, wrap_s > 0 ? mib / wrap_s : NAN, unwrap_s > 0 ? mib / unwrap_s : NAN,
+      mib > 0 ? wrap_s / (mib / 1024) : NAN, mib > 0 ? unwrap_s / (mib / 1024) : NAN);
+  return tokens > 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   Options o = parse(argc, argv);
-  if (o.scenario != "throughput" && o.scenario != "setup") usage("unknown scenario " + o.scenario);
+  if (o.scenario != "throughput" && o.scenario != "setup" && o.scenario != "speed")
+    usage("unknown scenario " + o.scenario);
   Gss gss(o);
   if (o.scenario == "throughput") return throughput(o, gss);
+  if (o.scenario == "speed") return speed(o, gss);
   return setup(o, gss);
 }

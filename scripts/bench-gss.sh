@@ -225,6 +225,13 @@ log "openssl speed (one core, 16 KiB blocks)"
 GCM=$(speed -evp aes-128-gcm)
 CBC=$(speed -evp aes-256-cbc)
 SHA1=$(speed -evp sha1)
+# The GSS path's own ceiling: MIT's gss_wrap/gss_unwrap between two in-process contexts.
+log "gssbench speed (MIT per-message crypto, one core, no network)"
+: >"$WORK/speed.jsonl"
+for lvl in integrity confidentiality; do
+  "$GB" speed --level "$lvl" --duration 2 --label "speed|$lvl" >>"$WORK/speed.jsonl" ||
+    log "gssbench speed failed: $lvl"
+done
 
 for rep in $(seq "$REPS"); do
   for t in integrity confidentiality tls; do
@@ -270,7 +277,7 @@ for l in open(sys.argv[1]):
 print(dict(c))' "$WORK/audit.jsonl")"
 
 python3 - "$RESULTS" "$REPS" "$(nproc)" "$SETUP_C" "$GCM" "$CBC" "$SHA1" "$ENCTYPES" \
-  "$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
+  "$(cut -d' ' -f1-3 /proc/loadavg)" "$WORK/speed.jsonl" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 reps, ncpu, setup_c = sys.argv[2], sys.argv[3], sys.argv[4]
@@ -315,6 +322,15 @@ print(f"Target (issue 5): confidentiality throughput >= 40% of the TLS path: 1 s
 print(f"`openssl speed`, one core, 16 KiB blocks (GiB/s): aes-128-gcm {gcm:.2f}, "
       f"aes-256-cbc (encrypt) {cbc:.2f}, sha1 {sha1:.2f} — OpenSSL's code, for orientation "
       f"(MIT's libk5crypto uses its own).")
+for l in open(sys.argv[10]):
+    r = json.loads(l)
+    if "error" in r:
+        print(f"gssbench speed {r['level']}: {r['error']}")
+        continue
+    print(f"GSS per-message crypto on its own (`gssbench speed`, MIT libk5crypto, one core, "
+          f"{r['chunk']}-byte messages), {r['level']}: gss_wrap {r['wrap_mib_per_cpu_s']:.0f} MiB/s "
+          f"({r['wrap_cpu_s_per_gib']:.2f} CPU s/GiB), gss_unwrap {r['unwrap_mib_per_cpu_s']:.0f} "
+          f"MiB/s ({r['unwrap_cpu_s_per_gib']:.2f} CPU s/GiB).")
 for lvl in ("integrity", "confidentiality"):
     mc = sorted({r.get("max_chunk") for r in by.get(f"{lvl}|tp1", [])})
     print(f"{lvl}: user bytes per token {mc}.")
