@@ -322,6 +322,11 @@ print(f"Target (issue 5): confidentiality throughput >= 40% of the TLS path: 1 s
 print(f"`openssl speed`, one core, 16 KiB blocks (GiB/s): aes-128-gcm {gcm:.2f}, "
       f"aes-256-cbc (encrypt) {cbc:.2f}, sha1 {sha1:.2f} — OpenSSL's code, for orientation "
       f"(MIT's libk5crypto uses its own).")
+for lab in sorted(by):
+    errs = sum(r.get("errors", 0) for r in by[lab])
+    if errs:
+        first = next((r["first_error"] for r in by[lab] if "first_error" in r), "")
+        print(f"{lab}: {errs} failed sessions (first: {first})")
 for l in open(sys.argv[10]):
     r = json.loads(l)
     if "error" in r:
