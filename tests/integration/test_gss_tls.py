@@ -39,11 +39,13 @@ def krb_env(krb5_realm, monkeypatch):
     return krb5_realm
 
 
-def gss_tls_config(realm, pki, require_binding: bool = False, **gss) -> dict:
+def gss_tls_config(realm, pki, require_binding: bool = False, tls_gss: dict | None = None,
+                   **gss) -> dict:
     cfg = default_config()
     tls = tls_listener(pki, name="tls", methods=("gssapi",))
+    tls["gssapi"] = dict(tls_gss or {})
     if require_binding:
-        tls["gssapi"] = {"require_channel_binding": True}
+        tls["gssapi"]["require_channel_binding"] = True
     cfg["listeners"] = [tls,
                         {"name": "plain", "address": "127.0.0.1", "port": 0,
                          "methods": ["gssapi"]}]
@@ -367,6 +369,31 @@ def test_agent_integrity_and_udp(gw_factory, krb_env, pki, echo_server, tmp_path
     finally:
         echo.close()
         assert not agent.teardown()
+
+
+def test_agent_kerberos_with_tls_protection_only(gw_factory, krb_env, pki, echo_server,
+                                                 tmp_path):
+    """protection "none" on a TLS listener: Kerberos says who, TLS protects the data (the fast
+    path); the sign-on is still bound to the TLS connection. An agent that requires
+    integrity refuses what such a listener grants."""
+    gw = gw_factory(require_binding=True, tls_gss={"protection": "none"})
+    agent = gss_agent(tmp_path, gw, pki, krb_env, protection="none")
+    strict = gss_agent(tmp_path, gw, pki, krb_env, name="strict", protection="integrity")
+    try:
+        s, (rep, _, _) = local_socks(agent, "127.0.0.1", echo_server.port)
+        with s:
+            assert rep == 0
+            s.sendall(b"fast path")
+            assert s.recv(100) == b"fast path"
+        rec = gw.wait_session_end(command="connect")
+        assert rec["protection"] == "none" and rec["channel_bound"] is True
+        s, (rep, _, _) = local_socks(strict, "127.0.0.1", echo_server.port)
+        s.close()
+        assert rep == 2
+        assert "less than the integrity we require" in strict.wait_log("granted none")
+    finally:
+        assert not agent.teardown()
+        strict.teardown()
 
 
 def test_agent_without_bindings_is_refused_when_required(gw_factory, krb_env, pki,
