@@ -498,12 +498,12 @@ def write_config(gw, policy: dict, **policy_keys) -> None:
 
 
 def test_reload_revokes_only_what_the_new_policy_forbids(gateway_factory, echo_server):
-    """200 running sessions; a reload removes bob's rule: his 50 sessions close with reason
-    `revoked` (naming the rule that now decides), alice's 150 go on untouched."""
+    """250 running sessions; a reload removes bob's rule: his 50 sessions close with reason
+    `revoked` (naming the rule that now decides), alice's 200 go on untouched."""
     gw = gateway_factory(policy=bob_policy())
     socks = {}
-    for i in range(200):
-        user = "bob" if i % 4 == 0 else "alice"
+    for i in range(250):
+        user = "bob" if i % 5 == 0 else "alice"
         s, _ = socks_connect(gw.addr("main"), user, gw.passwords[user], "127.0.0.1",
                              echo_server.port)
         assert echo_roundtrip(s, b"before %d" % i) == b"before %d" % i
@@ -512,7 +512,7 @@ def test_reload_revokes_only_what_the_new_policy_forbids(gateway_factory, echo_s
         write_config(gw, bob_policy(with_bob=False))
         ok, line = gw.reload()
         assert ok, line
-        assert "re-checking 200 running sessions" in line, line
+        assert "re-checking 250 running sessions" in line, line
         revoked = gw.wait_audit(lambda r: r.get("event") == "session_end" and
                                 r.get("close_reason") == "revoked", count=50)
         assert len(revoked) == 50
@@ -528,8 +528,8 @@ def test_reload_revokes_only_what_the_new_policy_forbids(gateway_factory, echo_s
     finally:
         for _, s in socks.values():
             s.close()
-    ends = gw.wait_audit(lambda r: r.get("event") == "session_end", count=200)
-    assert sum(r["close_reason"] == "closed" for r in ends) == 150
+    ends = gw.wait_audit(lambda r: r.get("event") == "session_end", count=250)
+    assert sum(r["close_reason"] == "closed" for r in ends) == 200
     assert_audit_schema(gw.audit_lines())
 
 
