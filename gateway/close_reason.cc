@@ -43,6 +43,8 @@ constexpr std::array<CloseInfo, static_cast<size_t>(CloseReason::kCount_)> kTabl
     {"internal_error", Reply::kGeneralFailure},
     {"gss_protection_failure", Reply::kGeneralFailure},
     {"audit_unavailable", Reply::kGeneralFailure},
+    {"limit:quota", Reply::kNotAllowed},
+    {"limit:new_sessions", Reply::kNotAllowed},
 }};
 }  // namespace
 

@@ -49,6 +49,8 @@ enum class CloseReason : uint8_t {
   kInternalError,
   kGssProtection,     // GSS-API: a token failed to verify or had the wrong protection (closed)
   kAuditUnavailable,  // the session_start record could not be made durable (fail-closed, REP 01)
+  kLimitQuota,        // a byte quota of the user is used up (REP 02 at start, or closed)
+  kLimitNewSessions,  // the user's new sessions per minute (REP 02)
   kCount_,
 };
 
