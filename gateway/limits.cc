@@ -84,6 +84,32 @@ std::string_view limit_name(LimitRefusal r) {
   return "";
 }
 
+std::string describe_limits(const policy::Limits& l) {
+  const std::pair<const char*, uint64_t> counts[] = {
+      {"sessions", l.sessions},
+      {"sessions_per_rule", l.sessions_per_rule},
+      {"new_sessions_per_minute", l.new_sessions_per_minute}};
+  const std::pair<const char*, uint64_t> rates[] = {{"bandwidth.session.up", l.session_up},
+                                                    {"bandwidth.session.down", l.session_down},
+                                                    {"bandwidth.user.up", l.user_up},
+                                                    {"bandwidth.user.down", l.user_down}};
+  const std::pair<const char*, uint64_t> bytes[] = {
+      {"quota.day", l.quota_day}, {"quota.week", l.quota_week}, {"quota.month", l.quota_month}};
+  std::string out;
+  auto add = [&](const char* name, uint64_t v, const char* unit) {
+    if (v == 0) return;
+    if (!out.empty()) out += ' ';
+    out += name;
+    out += '=';
+    out += std::to_string(v);
+    out += unit;
+  };
+  for (const auto& [n, v] : counts) add(n, v, "");
+  for (const auto& [n, v] : rates) add(n, v, "B/s");
+  for (const auto& [n, v] : bytes) add(n, v, "B");
+  return out;
+}
+
 struct UserLimitEntry {
   // Under the registry's mutex.
   uint64_t active = 0;

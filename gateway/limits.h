@@ -49,6 +49,10 @@ enum class LimitRefusal : uint8_t {
 // "rule_sessions", "new_sessions_per_minute", "quota_day", "quota_week", "quota_month".
 std::string_view limit_name(LimitRefusal r);
 
+// "sessions=4 bandwidth.session.down=10485760B/s quota.day=1000B" (socksgate explain); empty
+// when there are none.
+std::string describe_limits(const policy::Limits& l);
+
 struct UserLimitEntry;
 struct RuleLimitEntry;
 class LimitRegistry;

@@ -339,3 +339,17 @@ def test_quota_without_state_file_and_bad_limits_are_config_errors(gateway_facto
                          capture_output=True, text=True, timeout=30)
     assert res.returncode != 0
     assert "socksgate.json:" in res.stderr and "\"bandwidth.session.down\" must be" in res.stderr
+
+
+def test_explain_prints_the_deciding_rules_limits(gateway_factory):
+    import subprocess
+    from sgtest import SOCKSGATE_BIN
+    policy = limits_policy({"sessions": 4, "bandwidth": {"session": {"down": "1MiB"}}})
+    policy["defaults"] = {"limits": {"quota": {"week": "1GB"}}}
+    gw = gateway_factory(config=limits_config("state.json"), policy=policy, start=False)
+    res = subprocess.run([SOCKSGATE_BIN, "explain", "--config", str(gw.config_path), "--user",
+                          "alice", "--from", "127.0.0.1", "--to", "127.0.0.1:8080"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert ("limits of limited: sessions=4 bandwidth.session.down=1048576B/s "
+            "quota.week=1000000000B") in res.stdout, res.stdout
