@@ -64,15 +64,16 @@ struct Server::Impl {
         state(threads_or_cores(initial.config->threads.blocking),
               initial.config->threads.blocking_queue, initial.config->threads.resolver),
         signals(control, SIGHUP, SIGTERM, SIGINT) {
+    // Quota usage of earlier runs; a damaged file stops the start here (limits.h says why),
+    // before any thread (the audit writer's) exists.
+    state_file = initial.config->limits.state_file;
+    if (!state_file.empty()) state.limits.load(state_file);
     signals.add(SIGUSR1);
     if (opts.throttle) state.throttle = opts.throttle;
     size_t n = threads_or_cores(initial.config->threads.io);
     for (size_t i = 0; i < n; ++i) ios.push_back(std::make_unique<asio::io_context>(1));
     open_audit(*initial.config);
     configure_metrics(initial);
-    // Quota usage of earlier runs; a damaged file stops the start here (limits.h says why).
-    state_file = initial.config->limits.state_file;
-    if (!state_file.empty()) state.limits.load(state_file);
     state.snapshot.store(std::make_shared<const Snapshot>(std::move(initial)));
   }
 
@@ -319,19 +320,19 @@ struct Server::Impl {
     if (const auto& a = state.snapshot.load()->config->admin) admin.apply(&*a);
     write_ready_file();
     if (opts.after_bind) opts.after_bind();
-    // The state file must stay writable after the privilege drop: find out now, not at the
-    // first save.
-    if (!state_file.empty()) {
-      std::string err;
-      if (!state.limits.save(state_file, &err)) {
-        throw std::runtime_error("limits.state_file: " + err +
-                                 " (its directory must be writable by the user the gateway "
-                                 "runs as)");
-      }
-    }
     threads_allowed = true;
     for (auto& w : audit_logs) {
       if (auto a = w.lock()) a->start();
+    }
+    // The state file must stay writable after the privilege drop: find out now, not at the
+    // first save.
+    if (std::string err; !state_file.empty() && !state.limits.save(state_file, &err)) {
+      log::error("limits.state_file: ", err,
+                 " (its directory must be writable by the user the gateway runs as); stopping");
+      for (auto& w : audit_logs) {
+        if (auto a = w.lock()) a->shutdown();
+      }
+      return 1;
     }
     std::vector<std::thread> threads;
     std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;

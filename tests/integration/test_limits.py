@@ -353,3 +353,22 @@ def test_explain_prints_the_deciding_rules_limits(gateway_factory):
     assert res.returncode == 0, res.stdout + res.stderr
     assert ("limits of limited: sessions=4 bandwidth.session.down=1048576B/s "
             "quota.week=1000000000B") in res.stdout, res.stdout
+
+
+def test_state_file_that_cannot_be_written_after_the_drop_stops_the_gateway(gateway_factory):
+    gw = gateway_factory(config=limits_config("ro/limits.json"),
+                         policy=limits_policy({"quota": {"day": "1GiB"}}), start=False)
+    ro = gw.dir / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o555)  # nobody may create the temporary file there, root after the drop neither
+    try:
+        gw.start()
+        rc = gw.proc.wait(timeout=IO_TIMEOUT)
+    except AssertionError as e:  # it may exit before the test saw the ready file
+        assert "exited with 1" in str(e), e
+        rc = gw.proc.returncode
+    assert rc == 1
+    assert "must be writable by the user the gateway runs as" in gw.log_text(), gw.log_text()
+    assert not any(m in gw.log_text() for m in gw.SANITIZER_MARKS), gw.log_text()
+    gw.kill()
+    gw.proc = None

@@ -170,7 +170,9 @@ TEST(FlowLimiterTest, GrantsTheBurstThenWaits) {
   EXPECT_GT(wait, FlowLimiter::Clock::duration::zero());
   EXPECT_LE(wait, milliseconds(200));
   f.give_back(40000);
-  EXPECT_EQ(f.acquire(1 << 20, &wait), 40000u);
+  size_t got = f.acquire(1 << 20, &wait);  // plus what refilled meanwhile (slow builds)
+  EXPECT_GE(got, 40000u);
+  EXPECT_LT(got, 45000u);
 }
 
 TEST(FlowLimiterTest, UserBucketIsSharedBySessions) {
@@ -183,7 +185,9 @@ TEST(FlowLimiterTest, UserBucketIsSharedBySessions) {
   FlowLimiter::Clock::duration wait;
   size_t got = a->up()->acquire(30000, &wait);
   EXPECT_EQ(got, 30000u);
-  EXPECT_EQ(b->up()->acquire(1 << 20, &wait), 20000u);  // what is left of the user's second
+  got = b->up()->acquire(1 << 20, &wait);  // what is left of the user's second
+  EXPECT_GE(got, 20000u);
+  EXPECT_LT(got, 25000u);
   EXPECT_EQ(a->up()->acquire(1 << 20, &wait), 0u);
   auto c = reg.admit("bob", "r", l, &why);
   EXPECT_EQ(c->up()->acquire(1 << 20, &wait), 50000u);  // bob has his own
