@@ -44,6 +44,8 @@ constexpr std::array<CloseInfo, static_cast<size_t>(CloseReason::kCount_)> kTabl
     {"gss_protection_failure", Reply::kGeneralFailure},
     {"audit_unavailable", Reply::kGeneralFailure},
     {"revoked", Reply::kNotAllowed},
+    {"limit:quota", Reply::kNotAllowed},
+    {"limit:new_sessions", Reply::kNotAllowed},
 }};
 }  // namespace
 

@@ -51,6 +51,8 @@ enum class CloseReason : uint8_t {
   kAuditUnavailable,  // the session_start record could not be made durable (fail-closed, REP 01)
   // A reload's policy (or password file) no longer allows the running session.
   kRevoked,
+  kLimitQuota,        // a byte quota of the user is used up (REP 02 at start, or closed)
+  kLimitNewSessions,  // the user's new sessions per minute (REP 02)
   kCount_,
 };
 

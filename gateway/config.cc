@@ -445,8 +445,9 @@ void read_rest(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cf
     ObjectReader r(src, Ptr("/limits"), diags,
                    {"max_sessions", "max_sessions_per_user", "max_sessions_per_source",
                     "negotiation_timeout_ms", "connect_timeout_ms", "idle_timeout_s",
-                    "drain_timeout_s", "comment"});
+                    "drain_timeout_s", "state_file", "comment"});
     auto& l = cfg->limits;
+    if (auto f = r.string("state_file", false)) l.state_file = resolve_path(cfg->path, *f);
     if (auto v = r.integer("max_sessions", 1, 10000000)) l.max_sessions = static_cast<uint32_t>(*v);
     if (auto v = r.integer("max_sessions_per_user", 0, 10000000))
       l.max_sessions_per_user = static_cast<uint32_t>(*v);
@@ -789,6 +790,12 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
     } else {
       snap.egress.emplace(e, *h);
     }
+  }
+  if (pol->uses_quotas() && cfg->limits.state_file.empty()) {
+    diags.push_back(src->at_value(Ptr("/policy"),
+                                  "a rule sets a byte quota (\"limits\": {\"quota\": ...}): set "
+                                  "\"limits\": {\"state_file\": ...} so that usage survives a "
+                                  "restart"));
   }
   if (!diags.empty()) throw policy::LoadError(std::move(diags));
   snap.policy = std::make_shared<const policy::Policy>(std::move(*pol));

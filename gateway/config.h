@@ -90,6 +90,8 @@ struct LimitsConfig {
   std::chrono::milliseconds connect_timeout{10000};
   std::chrono::seconds idle_timeout{3600};
   std::chrono::seconds drain_timeout{30};  // SIGTERM: how long running sessions may finish
+  // Quota usage (gateway/limits.h), kept across restarts; required when a rule sets a quota.
+  std::string state_file;  // resolved path; empty = none
 };
 
 struct UserPassConfig {

@@ -36,6 +36,7 @@
 #include "gateway/audit_log.h"
 #include "gateway/audit_verify.h"
 #include "gateway/config.h"
+#include "gateway/limits.h"
 #include "gateway/log.h"
 #include "gateway/privsep.h"
 #include "gateway/server.h"
@@ -495,6 +496,9 @@ int cmd_explain(const Args& args) {
     std::printf("address %s port %d: %s by %s (%s): %s\n", a.to_string().c_str(), port,
                 d.allowed() ? "pass" : "BLOCK", d.rule_id.c_str(), where(d.origin).c_str(),
                 d.reason.c_str());
+    if (d.allowed() && d.limits.any()) {
+      std::printf("  limits of %s: %s\n", d.rule_id.c_str(), sg::describe_limits(d.limits).c_str());
+    }
     print_trace(trace);
     any = any || d.allowed();
   }

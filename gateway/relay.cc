@@ -12,7 +12,10 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 #include <memory>
+#include <optional>
 #include <vector>
+
+#include "gateway/limits.h"
 
 namespace socksgate::gateway {
 namespace {
@@ -71,15 +74,26 @@ PipePool& thread_pipe_pool() {
   return pool;
 }
 
-enum class PumpEnd { kEof, kReadReset, kWriteReset, kError, kAborted };
+enum class PumpEnd { kEof, kReadReset, kWriteReset, kError, kAborted, kQuota };
 
 struct RelayState {
   const ByteTap* tap_up = nullptr;
   const ByteTap* tap_down = nullptr;
+  FlowLimiter* limit_up = nullptr;
+  FlowLimiter* limit_down = nullptr;
   Clock::time_point last_activity = Clock::now();
   bool failed = false;
   CloseReason reason = CloseReason::kClientClosed;
 };
+
+// Sleeps while a limiter has no tokens. False: cancelled (the relay is ending).
+asio::awaitable<bool> sleep_for(std::optional<asio::steady_timer>& timer,
+                                FlowLimiter::Clock::duration d) {
+  if (!timer) timer.emplace(co_await asio::this_coro::executor);
+  timer->expires_after(d);
+  auto [ec] = co_await timer->async_wait(kUse);
+  co_return !ec;
+}
 
 bool is_reset(int err) { return err == ECONNRESET || err == EPIPE || err == ECONNABORTED; }
 
@@ -91,7 +105,10 @@ bool is_reset(int err) { return err == ECONNRESET || err == EPIPE || err == ECON
 // move on while more arrive instead of piling up in the pipe. A pipe is held only while it
 // has bytes in it.
 asio::awaitable<PumpEnd> splice_pump(asio::ip::tcp::socket& from, asio::ip::tcp::socket& to,
-                                     uint64_t* counter, const ByteTap* tap, RelayState* st) {
+                                     uint64_t* counter, const ByteTap* tap, FlowLimiter* limit,
+                                     RelayState* st) {
+  std::optional<asio::steady_timer> timer;
+  FlowLimiter::Clock::duration wait{};
   const int in_fd = from.native_handle();
   const int out_fd = to.native_handle();
   Pipe pipe;
@@ -113,10 +130,20 @@ asio::awaitable<PumpEnd> splice_pump(asio::ip::tcp::socket& from, asio::ip::tcp:
       if (!thread_pipe_pool().acquire(&pipe)) co_return PumpEnd::kError;
       have_pipe = true;
     }
-    bool in_again = false, out_again = false;
-    if (!eof && in_pipe < pipe.capacity) {
-      ssize_t n = ::splice(in_fd, nullptr, pipe.wr, nullptr, pipe.capacity - in_pipe,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    bool in_again = false, out_again = false, throttled = false;
+    size_t room = eof ? 0 : pipe.capacity - in_pipe;
+    if (limit != nullptr && room > 0) {
+      room = limit->acquire(room, &wait);
+      if (room == 0 && wait == FlowLimiter::Clock::duration::zero() && in_pipe == 0) {
+        give_back();
+        co_return PumpEnd::kQuota;
+      }
+      throttled = room == 0;
+    }
+    if (room > 0) {
+      ssize_t n =
+          ::splice(in_fd, nullptr, pipe.wr, nullptr, room, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+      if (limit != nullptr) limit->give_back(n > 0 ? room - static_cast<size_t>(n) : room);
       if (n > 0) {
         in_pipe += static_cast<size_t>(n);
       } else if (n == 0) {
@@ -136,6 +163,7 @@ asio::awaitable<PumpEnd> splice_pump(asio::ip::tcp::socket& from, asio::ip::tcp:
         in_pipe -= static_cast<size_t>(m);
         *counter += static_cast<uint64_t>(m);
         tap->add(static_cast<uint64_t>(m));
+        if (limit != nullptr) limit->moved(static_cast<size_t>(m));
         st->last_activity = Clock::now();
       } else if (m < 0 && errno == EAGAIN) {
         out_again = true;
@@ -149,6 +177,13 @@ asio::awaitable<PumpEnd> splice_pump(asio::ip::tcp::socket& from, asio::ip::tcp:
       give_back();
       co_return PumpEnd::kEof;
     }
+    if (throttled && in_pipe == 0) {
+      // Out of tokens: hold no pipe while waiting for more.
+      give_back();
+      if (wait == FlowLimiter::Clock::duration::zero()) co_return PumpEnd::kQuota;
+      if (!co_await sleep_for(timer, wait)) co_return PumpEnd::kAborted;
+      continue;
+    }
     if (in_pipe == 0 && in_again) {
       // Nothing in flight: hold no pipe while idle, sleep until the socket is readable.
       give_back();
@@ -156,7 +191,7 @@ asio::awaitable<PumpEnd> splice_pump(asio::ip::tcp::socket& from, asio::ip::tcp:
       if (wec) co_return PumpEnd::kAborted;
       continue;
     }
-    if (out_again && (in_again || eof || in_pipe >= pipe.capacity)) {
+    if (out_again && (in_again || eof || throttled || in_pipe >= pipe.capacity)) {
       auto [wec] = co_await to.async_wait(asio::socket_base::wait_write, kUse);
       if (wec) {
         give_back();
@@ -222,8 +257,9 @@ asio::awaitable<std::error_code> wait_readable(asio::ip::tcp::socket& s) {
 // Moves bytes through a buffer (for channels that transform bytes).
 asio::awaitable<PumpEnd> copy_pump_from_channel(crypto::Channel& from, asio::ip::tcp::socket& to,
                                                 uint64_t* counter, const ByteTap* tap,
-                                                RelayState* st) {
+                                                FlowLimiter* limit, RelayState* st) {
   CopyBuffer buf;
+  std::optional<asio::steady_timer> timer;
   for (;;) {
     if (!from.has_buffered()) {
       buf.release();
@@ -231,13 +267,26 @@ asio::awaitable<PumpEnd> copy_pump_from_channel(crypto::Channel& from, asio::ip:
         co_return wec == asio::error::operation_aborted ? PumpEnd::kAborted : PumpEnd::kError;
       }
     }
-    auto [ec, n] = co_await from.read_some(std::span<uint8_t>(buf.get(), kCopyBufferSize));
+    size_t granted = kCopyBufferSize;
+    if (limit != nullptr) {
+      FlowLimiter::Clock::duration wait{};
+      granted = limit->acquire(kCopyBufferSize, &wait);
+      if (granted == 0) {
+        buf.release();
+        if (wait == FlowLimiter::Clock::duration::zero()) co_return PumpEnd::kQuota;
+        if (!co_await sleep_for(timer, wait)) co_return PumpEnd::kAborted;
+        continue;
+      }
+    }
+    auto [ec, n] = co_await from.read_some(std::span<uint8_t>(buf.get(), granted));
+    if (limit != nullptr) limit->give_back(ec ? granted : granted - n);
     if (ec == asio::error::eof) co_return PumpEnd::kEof;
     if (ec == asio::error::operation_aborted) co_return PumpEnd::kAborted;
     if (ec) co_return ec == asio::error::connection_reset ? PumpEnd::kReadReset : PumpEnd::kError;
     auto [wec, wn] = co_await asio::async_write(to, asio::buffer(buf.get(), n), kUse);
     *counter += wn;
     tap->add(wn);
+    if (limit != nullptr) limit->moved(wn);
     st->last_activity = Clock::now();
     if (wec) {
       if (wec == asio::error::operation_aborted) co_return PumpEnd::kAborted;
@@ -250,13 +299,26 @@ asio::awaitable<PumpEnd> copy_pump_from_channel(crypto::Channel& from, asio::ip:
 
 asio::awaitable<PumpEnd> copy_pump_to_channel(asio::ip::tcp::socket& from, crypto::Channel& to,
                                               uint64_t* counter, const ByteTap* tap,
-                                              RelayState* st) {
+                                              FlowLimiter* limit, RelayState* st) {
   CopyBuffer buf;
+  std::optional<asio::steady_timer> timer;
   std::error_code nb;
   from.non_blocking(true, nb);  // read_some below must say would_block, never wait
   for (;;) {
+    size_t granted = kCopyBufferSize;
+    if (limit != nullptr) {
+      FlowLimiter::Clock::duration wait{};
+      granted = limit->acquire(kCopyBufferSize, &wait);
+      if (granted == 0) {
+        buf.release();
+        if (wait == FlowLimiter::Clock::duration::zero()) co_return PumpEnd::kQuota;
+        if (!co_await sleep_for(timer, wait)) co_return PumpEnd::kAborted;
+        continue;
+      }
+    }
     std::error_code rec;
-    size_t n = from.read_some(asio::buffer(buf.get(), kCopyBufferSize), rec);
+    size_t n = from.read_some(asio::buffer(buf.get(), granted), rec);
+    if (limit != nullptr) limit->give_back(rec ? granted : granted - n);
     if (rec == asio::error::would_block || rec == asio::error::try_again) {
       buf.release();
       if (std::error_code wec = co_await wait_readable(from)) {
@@ -274,6 +336,7 @@ asio::awaitable<PumpEnd> copy_pump_to_channel(asio::ip::tcp::socket& from, crypt
     }
     *counter += n;
     tap->add(n);
+    if (limit != nullptr) limit->moved(n);
     st->last_activity = Clock::now();
   }
 }
@@ -311,6 +374,9 @@ void pass_on(PumpEnd end, bool from_client, crypto::Channel& client,
     case PumpEnd::kWriteReset:  // the side we wrote to reset
       reason = from_client ? CloseReason::kUpstreamReset : CloseReason::kClientReset;
       break;
+    case PumpEnd::kQuota:
+      reason = CloseReason::kLimitQuota;
+      break;
     case PumpEnd::kError:
     default:
       reason = CloseReason::kRelayError;
@@ -324,17 +390,19 @@ void pass_on(PumpEnd end, bool from_client, crypto::Channel& client,
 
 asio::awaitable<void> upstream_direction(crypto::Channel& client, asio::ip::tcp::socket& upstream,
                                          bool splice, uint64_t* counter, RelayState* st) {
-  PumpEnd end =
-      splice ? co_await splice_pump(*client.plain_socket(), upstream, counter, st->tap_up, st)
-             : co_await copy_pump_from_channel(client, upstream, counter, st->tap_up, st);
+  PumpEnd end = splice ? co_await splice_pump(*client.plain_socket(), upstream, counter, st->tap_up,
+                                              st->limit_up, st)
+                       : co_await copy_pump_from_channel(client, upstream, counter, st->tap_up,
+                                                         st->limit_up, st);
   pass_on(end, /*from_client=*/true, client, upstream, st);
 }
 
 asio::awaitable<void> downstream_direction(crypto::Channel& client, asio::ip::tcp::socket& upstream,
                                            bool splice, uint64_t* counter, RelayState* st) {
-  PumpEnd end =
-      splice ? co_await splice_pump(upstream, *client.plain_socket(), counter, st->tap_down, st)
-             : co_await copy_pump_to_channel(upstream, client, counter, st->tap_down, st);
+  PumpEnd end = splice ? co_await splice_pump(upstream, *client.plain_socket(), counter,
+                                              st->tap_down, st->limit_down, st)
+                       : co_await copy_pump_to_channel(upstream, client, counter, st->tap_down,
+                                                       st->limit_down, st);
   pass_on(end, /*from_client=*/false, client, upstream, st);
 }
 
@@ -360,12 +428,15 @@ asio::awaitable<RelayResult> run_relay(crypto::Channel& client, asio::ip::tcp::s
   RelayState st;
   st.tap_up = &opts.tap_up;
   st.tap_down = &opts.tap_down;
+  st.limit_up = opts.limit_up;
+  st.limit_down = opts.limit_down;
   // Bytes the client sent ahead of our reply go first, exactly once.
   if (auto pending = client.pending(); !pending.empty()) {
     auto [ec, n] =
         co_await asio::async_write(upstream, asio::buffer(pending.data(), pending.size()), kUse);
     result.bytes_up += n;
     opts.tap_up.add(n);
+    if (opts.limit_up != nullptr) opts.limit_up->moved(n);
     client.drop_pending();
     if (ec) {
       result.reason = CloseReason::kUpstreamReset;

@@ -9,6 +9,10 @@
 // - Half-close is preserved: EOF one way is passed on as a FIN (shutdown) that way only.
 // - A reset from either side is passed on as a reset to the other.
 // - Counters are exact: bytes actually written to the receiving side.
+// - Limits (gateway/limits.h): a direction with a FlowLimiter reads only as many bytes as its
+//   token buckets (and the user's remaining quota) grant, and sleeps until there are tokens.
+//   The splice path stays: each splice into the pipe moves at most the bytes granted. A used-up
+//   quota ends the session (limit:quota).
 //
 // Runs on the session's executor; the two pumps are joined with &&, the idle watchdog with ||.
 
@@ -23,6 +27,8 @@
 
 namespace socksgate::gateway {
 
+class FlowLimiter;
+
 struct RelayResult {
   uint64_t bytes_up = 0;    // client -> upstream
   uint64_t bytes_down = 0;  // upstream -> client
@@ -34,6 +40,9 @@ struct RelayOptions {
   bool allow_splice = true;
   // Live counts other threads read while the relay runs (admin /sessions, metrics).
   ByteTap tap_up, tap_down;
+  // Bandwidth limits and quotas per direction; nullptr = none.
+  FlowLimiter* limit_up = nullptr;
+  FlowLimiter* limit_down = nullptr;
 };
 
 asio::awaitable<RelayResult> run_relay(crypto::Channel& client, asio::ip::tcp::socket& upstream,

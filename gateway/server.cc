@@ -64,6 +64,10 @@ struct Server::Impl {
         state(threads_or_cores(initial.config->threads.blocking),
               initial.config->threads.blocking_queue, initial.config->threads.resolver),
         signals(control, SIGHUP, SIGTERM, SIGINT) {
+    // Quota usage of earlier runs; a damaged file stops the start here (limits.h says why),
+    // before any thread (the audit writer's) exists.
+    state_file = initial.config->limits.state_file;
+    if (!state_file.empty()) state.limits.load(state_file);
     signals.add(SIGUSR1);
     if (opts.throttle) state.throttle = opts.throttle;
     size_t n = threads_or_cores(initial.config->threads.io);
@@ -233,6 +237,10 @@ struct Server::Impl {
       admin.apply(snap.config->admin ? &*snap.config->admin : nullptr);
       open_audit(*snap.config);
       configure_metrics(snap);
+      if (snap.config->limits.state_file != state_file) {
+        log::warn("reload: a new limits.state_file takes effect at restart (still writing ",
+                  state_file.empty() ? std::string("none") : state_file, ")");
+      }
       state.snapshot.store(std::make_shared<const Snapshot>(std::move(snap)));
       write_ready_file();
       state.metrics.reload_succeeded();
@@ -272,6 +280,28 @@ struct Server::Impl {
     control.stop();
   }
 
+  // Quota usage goes to limits.state_file every few seconds when it changed, and at the end.
+  bool save_limits() {
+    if (state_file.empty()) return true;
+    std::string err;
+    if (state.limits.save(state_file, &err)) {
+      limits_save_failing = false;
+      return true;
+    }
+    if (!limits_save_failing) log::error("limits.state_file: ", err, " (will retry)");
+    limits_save_failing = true;
+    return false;
+  }
+  asio::awaitable<void> limits_saver() {
+    asio::steady_timer t(control);
+    for (;;) {
+      t.expires_after(kLimitsSaveInterval);
+      auto [ec] = co_await t.async_wait(kUse);
+      if (ec) co_return;
+      if (state.limits.dirty()) save_limits();
+    }
+  }
+
   asio::awaitable<void> signal_loop() {
     for (;;) {
       auto [ec, sig] = co_await signals.async_wait(kUse);
@@ -298,11 +328,22 @@ struct Server::Impl {
     for (auto& w : audit_logs) {
       if (auto a = w.lock()) a->start();
     }
+    // The state file must stay writable after the privilege drop: find out now, not at the
+    // first save.
+    if (std::string err; !state_file.empty() && !state.limits.save(state_file, &err)) {
+      log::error("limits.state_file: ", err,
+                 " (its directory must be writable by the user the gateway runs as); stopping");
+      for (auto& w : audit_logs) {
+        if (auto a = w.lock()) a->shutdown();
+      }
+      return 1;
+    }
     std::vector<std::thread> threads;
     std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
     for (auto& io : ios) guards.emplace_back(io->get_executor());
     for (auto& io : ios) threads.emplace_back([&io] { io->run(); });
     asio::co_spawn(control, signal_loop(), asio::detached);
+    if (!state_file.empty()) asio::co_spawn(control, limits_saver(), asio::detached);
     log::info("socksgate ready: ", ios.size(), " I/O threads, config ",
               opts.config_path.empty() ? "<embedded>" : opts.config_path);
     // Signals were blocked before any thread started (main.cc): take them here, on the
@@ -317,6 +358,7 @@ struct Server::Impl {
     control.run();
     for (auto& io : ios) io->stop();
     for (auto& t : threads) t.join();
+    save_limits();
     // Write what is queued and stop every audit writer while the I/O contexts still exist (a
     // writer completes a commit by posting to a session's context).
     for (auto& w : audit_logs) {
@@ -341,6 +383,9 @@ struct Server::Impl {
   bool threads_allowed = false;                     // after_bind has run
   std::vector<std::weak_ptr<AuditLog>> audit_logs;  // every one made (sessions may hold old ones)
   bool stopping = false;
+  std::string state_file;  // limits.state_file as started (a reload does not move it)
+  bool limits_save_failing = false;
+  static constexpr auto kLimitsSaveInterval = std::chrono::seconds(2);
 };
 
 Server::Server(Snapshot initial, ServerOptions opts)

@@ -10,6 +10,7 @@
 #include "gateway/audit.h"
 #include "gateway/close_reason.h"
 #include "gateway/config.h"
+#include "gateway/limits.h"
 #include "gateway/metrics.h"
 #include "gateway/session_registry.h"
 
@@ -30,6 +31,7 @@ struct ServerState {
   CloseCounters counters;
   Metrics metrics;
   SessionRegistry sessions;
+  LimitRegistry limits;  // per-user limits; outlives reloads
   std::atomic<uint64_t> sessions_total{0};
   std::atomic<bool> draining{false};
 };

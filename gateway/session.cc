@@ -24,6 +24,7 @@
 #include "crypto/tls.h"
 #include "gateway/audit_record.h"
 #include "gateway/bind.h"
+#include "gateway/limits.h"
 #include "gateway/log.h"
 #include "gateway/relay.h"
 #include "gateway/socks4.h"
@@ -278,6 +279,9 @@ class Session {
     audit(std::move(j));
   }
   void finish(CloseReason reason);
+  // The deciding pass rule's limits (gateway/limits.h): nullopt admits the session (and keeps
+  // its ticket); a reason refuses it, audited and counted here (the caller replies).
+  std::optional<CloseReason> admit_limits(const policy::Decision& d);
   // The channel SOCKS messages travel over: the TCP channel, or the GSS-API protected channel
   // that wraps it once a protection level was agreed.
   crypto::Channel& io() { return wrapped_ ? *wrapped_ : *channel_; }
@@ -320,6 +324,7 @@ class Session {
   CloseReason abort_reason_ = CloseReason::kShutdown;
   std::optional<asio::steady_timer> revoke_timer_;  // running while a revocation's grace lasts
   bool admitted_ = false;
+  std::unique_ptr<LimitTicket> limits_;  // this session's place in the per-user limits
   // Bytes relayed so far, read by the admin listener while the session runs.
   std::shared_ptr<std::atomic<uint64_t>> live_up_ = std::make_shared<std::atomic<uint64_t>>(0);
   std::shared_ptr<std::atomic<uint64_t>> live_down_ = std::make_shared<std::atomic<uint64_t>>(0);
@@ -722,7 +727,8 @@ asio::awaitable<void> Session::run_connect() {
   ConnectOutcome oc = co_await connect_upstream(
       request_.dst, request_.port, decision_request(policy::Command::kConnect), *snap_->policy,
       state_.resolver, cfg.limits.connect_timeout,
-      EgressSources{&listener_->external_addrs, &snap_->egress}, &upstream_);
+      EgressSources{&listener_->external_addrs, &snap_->egress}, &upstream_,
+      [this](const policy::Decision& d) { return admit_limits(d); });
   rec_.rule_id = oc.decision.rule_id;
   rec_.decision = oc.decision.allowed() ? "pass" : "block";
   if (oc.remote) rec_.remote = oc.remote;
@@ -814,7 +820,12 @@ asio::awaitable<void> Session::relay_and_finish() {
   watch_reloads();
   // Named, not a temporary: GCC 12 destroys non-trivial temporaries of a co_await expression
   // twice (the taps hold shared_ptrs).
-  RelayOptions opts{snap_->config->limits.idle_timeout, true, tap(true), tap(false)};
+  RelayOptions opts{snap_->config->limits.idle_timeout,
+                    true,
+                    tap(true),
+                    tap(false),
+                    limits_ ? limits_->up() : nullptr,
+                    limits_ ? limits_->down() : nullptr};
   RelayResult rr = co_await run_relay(io(), upstream_, opts);
   rec_.bytes_up = rr.bytes_up;
   rec_.bytes_down = rr.bytes_down;
@@ -880,6 +891,11 @@ asio::awaitable<void> Session::run_bind() {
     audit_denied("request", *deciding);
     co_await send_reply(socks5::Reply::kNotAllowed);
     finish(CloseReason::kPolicyDenied);
+    co_return;
+  }
+  if (auto why = admit_limits(deciding ? *deciding : pol.decide_any_destination(req))) {
+    co_await send_reply(describe(*why).reply);
+    finish(*why);
     co_return;
   }
   if (!state_.sessions.admit_bind(numeric_id_, identity_.user, cfg.bind.max_per_user)) {
@@ -965,6 +981,11 @@ asio::awaitable<void> Session::run_udp(bool in_stream) {
     audit_denied("request", pre);
     co_await send_reply(socks5::Reply::kNotAllowed);
     finish(CloseReason::kPolicyDenied);
+    co_return;
+  }
+  if (auto why = admit_limits(pre)) {
+    co_await send_reply(describe(*why).reply);
+    finish(*why);
     co_return;
   }
   // Where the client will send from: DST, or (zeros / a name) the control connection's address
@@ -1095,9 +1116,29 @@ asio::awaitable<std::optional<asio::ip::tcp::socket>> Session::accept_bind_peer(
   co_return std::nullopt;
 }
 
+std::optional<CloseReason> Session::admit_limits(const policy::Decision& d) {
+  LimitRefusal why = LimitRefusal::kNone;
+  limits_ = state_.limits.admit(identity_.user, d.rule_id, d.limits, &why);
+  if (limits_) return std::nullopt;
+  std::string_view name = limit_name(why);
+  json j = base_record("denied", rec_);
+  j["stage"] = "limit";
+  j["rule"] = d.rule_id;
+  j["decision"] = "block";
+  j["reason"] = "limit:" + std::string(name);
+  audit(std::move(j));
+  state_.metrics.limit_hit(name, identity_.user);
+  if (why == LimitRefusal::kNewSessionsPerMinute) return CloseReason::kLimitNewSessions;
+  if (why == LimitRefusal::kUserSessions || why == LimitRefusal::kRuleSessions) {
+    return CloseReason::kLimitSessions;
+  }
+  return CloseReason::kLimitQuota;
+}
+
 void Session::finish(CloseReason reason) {
   if (aborted_) reason = abort_reason_;
   if (admitted_) state_.sessions.remove(numeric_id_);
+  limits_.reset();
   SessionPhase at = rec_.phase;
   rec_.phase = SessionPhase::kClosed;
   channel_->close();

@@ -51,8 +51,11 @@ UdpAssociation::UdpAssociation(asio::any_io_executor ex, asio::ip::address clien
       client_sock_(ex),
       wake_(ex) {
   if (client_port != 0) client_ep_ = udp::endpoint(client_ip_, client_port);
-  up_bucket_.datagrams = down_bucket_.datagrams = settings_.max_datagrams_per_s;
-  up_bucket_.bytes = down_bucket_.bytes = static_cast<double>(settings_.max_bytes_per_s);
+  for (Bucket* b : {&up_bucket_, &down_bucket_}) {
+    b->datagrams = TokenBucket(settings_.max_datagrams_per_s, settings_.max_datagrams_per_s);
+    b->bytes = TokenBucket(static_cast<double>(settings_.max_bytes_per_s),
+                           static_cast<double>(settings_.max_bytes_per_s));
+  }
 }
 
 std::error_code UdpAssociation::open(const asio::ip::address& bind_address, udp::endpoint* local) {
@@ -99,15 +102,10 @@ asio::awaitable<void> UdpAssociation::upstream_task(udp::socket* sock) {
 bool UdpAssociation::take(bool up, size_t bytes) {
   Bucket& b = up ? up_bucket_ : down_bucket_;
   auto now = Clock::now();
-  double secs = std::chrono::duration<double>(now - b.last).count();
-  b.last = now;
-  b.datagrams = std::min<double>(settings_.max_datagrams_per_s,
-                                 b.datagrams + secs * settings_.max_datagrams_per_s);
-  b.bytes = std::min<double>(static_cast<double>(settings_.max_bytes_per_s),
-                             b.bytes + secs * static_cast<double>(settings_.max_bytes_per_s));
-  if (b.datagrams < 1 || b.bytes < static_cast<double>(bytes)) return false;
-  b.datagrams -= 1;
-  b.bytes -= static_cast<double>(bytes);
+  double need = static_cast<double>(bytes);
+  if (b.datagrams.available(now) < 1 || b.bytes.available(now) < need) return false;
+  b.datagrams.take(1);
+  b.bytes.take(need);
   return true;
 }
 

@@ -40,6 +40,7 @@
 #include "gateway/interfaces.h"
 #include "gateway/metrics.h"
 #include "gateway/socks5.h"
+#include "gateway/token_bucket.h"
 #include "policy/policy.h"
 
 namespace socksgate::gateway {
@@ -180,8 +181,7 @@ class UdpAssociation {
   std::chrono::steady_clock::time_point last_activity_ = std::chrono::steady_clock::now();
   // Token buckets, per direction.
   struct Bucket {
-    double datagrams = 0, bytes = 0;
-    std::chrono::steady_clock::time_point last = std::chrono::steady_clock::now();
+    TokenBucket datagrams, bytes;
   };
   Bucket up_bucket_, down_bucket_;
 };

@@ -104,7 +104,7 @@ asio::awaitable<ConnectOutcome> connect_upstream(const socks5::Address& dst, uin
                                                  crypto::BlockingPool& resolver,
                                                  std::chrono::milliseconds connect_timeout,
                                                  const EgressSources& egress,
-                                                 asio::ip::tcp::socket* out) {
+                                                 asio::ip::tcp::socket* out, const AdmitFn& admit) {
   ConnectOutcome oc;
   req.port = port;
   std::vector<asio::ip::address> candidates;
@@ -148,6 +148,13 @@ asio::awaitable<ConnectOutcome> connect_upstream(const socks5::Address& dst, uin
     oc.reason = CloseReason::kPolicyDenied;
     oc.decision = std::move(*first_denial);
     co_return oc;
+  }
+  if (admit) {
+    if (auto why = admit(allowed.front().second)) {
+      oc.reason = *why;
+      oc.decision = allowed.front().second;
+      co_return oc;
+    }
   }
 
   auto ex = co_await asio::this_coro::executor;

@@ -7,6 +7,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/ip/tcp.hpp>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -49,14 +50,16 @@ struct EgressSources {
   std::optional<asio::ip::address> pick(const policy::Decision& d, bool v6, bool* unusable) const;
 };
 
+// Asked once the deciding pass decision (of the first allowed address) is known, before any
+// connect: a reason refuses the session (limits). The caller audits the refusal.
+using AdmitFn = std::function<std::optional<CloseReason>(const policy::Decision&)>;
+
 // `base` carries user, groups, method, listener, client, command; host/address/port are set
 // here from `dst` and `port`.
-asio::awaitable<ConnectOutcome> connect_upstream(const socks5::Address& dst, uint16_t port,
-                                                 policy::DecisionRequest base,
-                                                 const policy::Policy& pol,
-                                                 crypto::BlockingPool& resolver,
-                                                 std::chrono::milliseconds connect_timeout,
-                                                 const EgressSources& egress,
-                                                 asio::ip::tcp::socket* out);
+asio::awaitable<ConnectOutcome> connect_upstream(
+    const socks5::Address& dst, uint16_t port, policy::DecisionRequest base,
+    const policy::Policy& pol, crypto::BlockingPool& resolver,
+    std::chrono::milliseconds connect_timeout, const EgressSources& egress,
+    asio::ip::tcp::socket* out, const AdmitFn& admit = {});
 
 }  // namespace socksgate::gateway

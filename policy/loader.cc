@@ -28,13 +28,10 @@ constexpr std::string_view kTopKeys[] = {"groups", "client_rules", "rules", "def
 // A policy.d file: rules of one user or one group, and the defaults its rules inherit.
 constexpr std::string_view kPartKeys[] = {"rules", "defaults", "comment"};
 // Selectors a rule inherits from "defaults" when it does not set them.
-constexpr std::string_view kDefaultKeys[] = {"methods",
-                                             "listeners",
-                                             "from",
-                                             "client_certificate",
-                                             "min_protection",
-                                             "require_channel_binding",
-                                             "comment"};
+constexpr std::string_view kDefaultKeys[] = {"methods",        "listeners",
+                                             "from",           "client_certificate",
+                                             "min_protection", "require_channel_binding",
+                                             "limits",         "comment"};
 constexpr std::string_view kClientRuleKeys[] = {"id", "action", "from", "listeners", "comment"};
 constexpr std::string_view kRuleKeys[] = {"id",
                                           "action",
@@ -51,7 +48,81 @@ constexpr std::string_view kRuleKeys[] = {"id",
                                           "client_certificate",
                                           "min_protection",
                                           "require_channel_binding",
+                                          "limits",
                                           "comment"};
+
+// "limits": where each value sits in the object and which Limits field it sets.
+struct LimitField {
+  std::string_view group;  // "" top level, else "bandwidth" / "quota"
+  std::string_view sub;    // "session" / "user" under "bandwidth", else ""
+  std::string_view key;
+  uint64_t Limits::*field;
+  bool bytes;  // a byte count (units allowed), else a plain count
+};
+constexpr LimitField kLimitFields[] = {
+    {"", "", "sessions", &Limits::sessions, false},
+    {"", "", "sessions_per_rule", &Limits::sessions_per_rule, false},
+    {"", "", "new_sessions_per_minute", &Limits::new_sessions_per_minute, false},
+    {"bandwidth", "session", "up", &Limits::session_up, true},
+    {"bandwidth", "session", "down", &Limits::session_down, true},
+    {"bandwidth", "user", "up", &Limits::user_up, true},
+    {"bandwidth", "user", "down", &Limits::user_down, true},
+    {"quota", "", "day", &Limits::quota_day, true},
+    {"quota", "", "week", &Limits::quota_week, true},
+    {"quota", "", "month", &Limits::quota_month, true},
+};
+constexpr size_t kLimitFieldCount = std::size(kLimitFields);
+constexpr std::string_view kLimitsKeys[] = {
+    "sessions", "sessions_per_rule", "new_sessions_per_minute", "bandwidth", "quota", "comment"};
+constexpr std::string_view kBandwidthKeys[] = {"session", "user"};
+constexpr std::string_view kDirectionKeys[] = {"up", "down"};
+constexpr std::string_view kQuotaKeys[] = {"day", "week", "month"};
+constexpr uint64_t kMaxCount = 1000000000;         // sessions, sessions per minute
+constexpr uint64_t kMaxBytes = uint64_t{1} << 60;  // 1 EiB
+
+// Limits as one document level states them: nullopt = not set here (inherited, if anything).
+using LimitSpec = std::array<std::optional<uint64_t>, kLimitFieldCount>;
+
+void overlay(LimitSpec* into, const LimitSpec& from) {
+  for (size_t i = 0; i < kLimitFieldCount; ++i) {
+    if (from[i]) (*into)[i] = from[i];
+  }
+}
+
+}  // namespace
+
+std::optional<uint64_t> parse_byte_size(std::string_view s) {
+  size_t i = 0;
+  uint64_t v = 0;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+    if (v > kMaxBytes) return std::nullopt;
+    v = v * 10 + static_cast<uint64_t>(s[i] - '0');
+    ++i;
+  }
+  if (i == 0) return std::nullopt;
+  while (i < s.size() && s[i] == ' ') ++i;
+  std::string_view unit = s.substr(i);
+  static constexpr std::pair<std::string_view, uint64_t> kUnits[] = {
+      {"", 1},
+      {"B", 1},
+      {"kB", 1000},
+      {"KB", 1000},
+      {"MB", 1000 * 1000},
+      {"GB", 1000 * 1000 * 1000},
+      {"TB", uint64_t{1000} * 1000 * 1000 * 1000},
+      {"KiB", 1024},
+      {"MiB", 1024 * 1024},
+      {"GiB", 1024 * 1024 * 1024},
+      {"TiB", uint64_t{1024} * 1024 * 1024 * 1024}};
+  for (const auto& [name, mult] : kUnits) {
+    if (unit != name) continue;
+    if (v > kMaxBytes / mult) return std::nullopt;
+    return v * mult;
+  }
+  return std::nullopt;
+}
+
+namespace {
 
 size_t edit_distance(std::string_view a, std::string_view b) {
   std::vector<size_t> row(b.size() + 1);
@@ -104,7 +175,8 @@ class PolicyLoader {
   struct Scope {
     enum Kind { kMain, kUser, kGroup } kind = kMain;
     std::string name;
-    const json* inherited_defaults = nullptr;  // the main policy's "defaults"
+    const json* inherited_defaults = nullptr;     // the main policy's "defaults"
+    const LimitSpec* inherited_limits = nullptr;  // its "limits", already checked
   };
 
   PolicyLoader(const JsonSource& src, const Ptr& at, const LoadOptions& opts)
@@ -203,6 +275,9 @@ class PolicyLoader {
       } else {
         check_keys(*it, at_ / "defaults", kDefaultKeys, "defaults");
         defaults_ = &*it;
+        if (auto l = it->find("limits"); l != it->end()) {
+          defaults_limits_ = load_limits(*l, at_ / "defaults" / "limits");
+        }
       }
     }
     if (scope_.kind != Scope::kMain) {
@@ -528,7 +603,8 @@ class PolicyLoader {
     for (const json* d : {defaults_, scope_.inherited_defaults}) {
       if (d == nullptr) continue;
       for (const auto& [k, v] : d->items()) {
-        if (k == "comment" || obj->contains(k)) continue;
+        // "limits" merge key by key (below), not as a whole.
+        if (k == "comment" || k == "limits" || obj->contains(k)) continue;
         if (obj != &merged) merged = *obj;
         obj = &merged;
         merged[k] = v;
@@ -543,9 +619,97 @@ class PolicyLoader {
                                   " only: \"groups\" is not allowed here");
     }
     auto rule = load_rule_object(*obj, p);
+    if (rule) {
+      // Limits: the main policy's defaults, then this file's, then the rule's own, key by key.
+      LimitSpec spec{};
+      if (scope_.inherited_limits != nullptr) overlay(&spec, *scope_.inherited_limits);
+      overlay(&spec, defaults_limits_);
+      if (auto it = raw.find("limits"); it != raw.end()) {
+        overlay(&spec, load_limits(*it, p / "limits"));
+        if (rule->action == Action::kBlock) {
+          error_key(p / "limits", "\"limits\" has no effect on a block rule");
+        }
+      }
+      if (rule->action == Action::kPass) {
+        for (size_t i = 0; i < kLimitFieldCount; ++i) {
+          if (spec[i]) rule->limits.*(kLimitFields[i].field) = *spec[i];
+        }
+      }
+    }
     if (rule && scope_.kind == Scope::kUser) rule->users = std::vector<std::string>{scope_.name};
     if (rule && scope_.kind == Scope::kGroup) rule->groups = std::vector<std::string>{scope_.name};
     return rule;
+  }
+
+  // "limits": {"sessions": N, "sessions_per_rule": N, "new_sessions_per_minute": N,
+  // "bandwidth": {"session"|"user": {"up"|"down": bytes/s}}, "quota": {"day"|"week"|"month":
+  // bytes}}. Bytes are positive integers or strings with a unit ("10MiB", "1 GB").
+  LimitSpec load_limits(const json& v, const Ptr& p) {
+    LimitSpec spec{};
+    if (!v.is_object()) {
+      error_value(p, std::string("\"limits\" must be an object, got ") + v.type_name());
+      return spec;
+    }
+    check_keys(v, p, kLimitsKeys, "limits");
+    auto object_at = [&](const json& parent, const Ptr& pp, std::string_view key,
+                         std::span<const std::string_view> keys, const std::string& what) {
+      auto it = parent.find(key);
+      if (it == parent.end()) return static_cast<const json*>(nullptr);
+      if (!it->is_object()) {
+        error_value(pp / std::string(key),
+                    "\"" + what + "\" must be an object, got " + std::string(it->type_name()));
+        return static_cast<const json*>(nullptr);
+      }
+      check_keys(*it, pp / std::string(key), keys, what);
+      return &*it;
+    };
+    const json* bandwidth = object_at(v, p, "bandwidth", kBandwidthKeys, "limits.bandwidth");
+    const json* bw_session = bandwidth ? object_at(*bandwidth, p / "bandwidth", "session",
+                                                   kDirectionKeys, "limits.bandwidth.session")
+                                       : nullptr;
+    const json* bw_user = bandwidth ? object_at(*bandwidth, p / "bandwidth", "user", kDirectionKeys,
+                                                "limits.bandwidth.user")
+                                    : nullptr;
+    const json* quota = object_at(v, p, "quota", kQuotaKeys, "limits.quota");
+    for (size_t i = 0; i < kLimitFieldCount; ++i) {
+      const LimitField& f = kLimitFields[i];
+      const json* parent = &v;
+      Ptr fp = p;
+      if (f.group == "bandwidth") {
+        parent = f.sub == "session" ? bw_session : bw_user;
+        fp = p / "bandwidth" / std::string(f.sub);
+      } else if (f.group == "quota") {
+        parent = quota;
+        fp = p / "quota";
+      }
+      if (parent == nullptr) continue;
+      auto it = parent->find(f.key);
+      if (it == parent->end()) continue;
+      fp = fp / std::string(f.key);
+      std::string name = std::string(f.key);
+      if (!f.group.empty()) {
+        name = std::string(f.group) + "." + (f.sub.empty() ? "" : std::string(f.sub) + ".") + name;
+      }
+      std::optional<uint64_t> n;
+      if (it->is_number_unsigned()) {
+        n = it->get<uint64_t>();
+      } else if (it->is_string() && f.bytes) {
+        n = parse_byte_size(it->get_ref<const std::string&>());
+      }
+      uint64_t max = f.bytes ? kMaxBytes : kMaxCount;
+      if (!n || *n == 0 || *n > max) {
+        error_value(fp, "\"" + name + "\" must be " +
+                            (f.bytes ? std::string("a positive number of bytes") +
+                                           (f.group == "bandwidth" ? " per second" : "") +
+                                           " (an integer, or a string such as \"10MiB\" or "
+                                           "\"1GB\")"
+                                     : std::string("a positive integer")) +
+                            ", got " + describe(*it) + " (omit the key for no limit)");
+        continue;
+      }
+      spec[i] = *n;
+    }
+    return spec;
   }
 
   std::optional<Rule> load_rule_object(const json& obj, const Ptr& p) {
@@ -595,9 +759,9 @@ class PolicyLoader {
     }
     if (auto it = obj.find("require_channel_binding"); it != obj.end()) {
       if (!it->is_boolean()) {
-        error_value(p / "require_channel_binding",
-                    std::string("\"require_channel_binding\" must be true or false, got ") +
-                        describe(*it));
+        error_value(
+            p / "require_channel_binding",
+            std::string("\"require_channel_binding\" must be true or false, got ") + describe(*it));
       } else {
         rule.require_channel_binding = it->get<bool>();
       }
@@ -691,11 +855,13 @@ class PolicyLoader {
   const LoadOptions& opts_;
   Scope scope_;
   const json* defaults_ = nullptr;
+  LimitSpec defaults_limits_{};
   std::vector<Diagnostic> diags_;
   std::vector<IdUse> ids_;
 
  public:
   const json* defaults() const { return defaults_; }
+  const LimitSpec& defaults_limits() const { return defaults_limits_; }
   const std::vector<IdUse>& ids() const { return ids_; }
 };
 
@@ -734,6 +900,7 @@ Policy load_policy_set(const JsonSource& src, const Ptr& at, const std::string& 
     std::string stem = f.stem().string();
     PolicyLoader::Scope scope;
     scope.inherited_defaults = main_loader.defaults();
+    scope.inherited_limits = &main_loader.defaults_limits();
     if (stem.rfind("group-", 0) == 0) {
       scope.kind = PolicyLoader::Scope::kGroup;
       scope.name = stem.substr(6);

@@ -411,6 +411,7 @@ Decision Policy::decide(const DecisionRequest& r, std::vector<TraceStep>* trace)
     d.rule_id = rule.id;
     d.origin = rule.origin;
     d.egress = rule.egress;
+    if (rule.action == Action::kPass) d.limits = rule.limits;
     if (!r.address && rule.action == Action::kPass) {
       d.reason = "rule " + rule.id +
                  " may pass (name-only pre-check; each resolved address is decided on its own)";
@@ -437,6 +438,11 @@ std::vector<std::string> Policy::groups_of(std::string_view user) const {
   auto it = impl_->user_groups.find(user);
   if (it == impl_->user_groups.end()) return {};
   return it->second;
+}
+
+bool Policy::uses_quotas() const {
+  return std::any_of(impl_->rules.begin(), impl_->rules.end(),
+                     [](const Rule& r) { return r.limits.quota(); });
 }
 
 std::vector<std::string> Policy::egress_names() const {
@@ -494,6 +500,7 @@ Decision Policy::decide_any_destination(const DecisionRequest& r) const {
       d.rule_id = rule.id;
       d.origin = rule.origin;
       d.egress = rule.egress;
+      d.limits = rule.limits;
       d.reason = "rule " + rule.id + " passes some destinations";
       return d;
     }

@@ -71,6 +71,26 @@ struct DecisionRequest {
   uint16_t port = 0;
 };
 
+// A pass rule's per-user limits (docs/policy.md, "limits"). 0 = no limit. Enforced by the
+// gateway: the limits of the rule that passed a session apply to that session.
+struct Limits {
+  uint64_t sessions = 0;                 // concurrent sessions of the user
+  uint64_t sessions_per_rule = 0;        // concurrent sessions under the rule, all users
+  uint64_t new_sessions_per_minute = 0;  // new sessions of the user (a token bucket)
+  // Bandwidth, bytes/s: of each session, and shared by all of the user's sessions.
+  uint64_t session_up = 0, session_down = 0;
+  uint64_t user_up = 0, user_down = 0;
+  // Bytes (up + down) per user per UTC calendar day / ISO week / month.
+  uint64_t quota_day = 0, quota_week = 0, quota_month = 0;
+  bool any() const {
+    return sessions || sessions_per_rule || new_sessions_per_minute || session_up || session_down ||
+           user_up || user_down || quota_day || quota_week || quota_month;
+  }
+  bool bandwidth() const { return session_up || session_down || user_up || user_down; }
+  bool quota() const { return quota_day || quota_week || quota_month; }
+  friend bool operator==(const Limits&, const Limits&) = default;
+};
+
 // Where a rule came from, for explain and audit.
 struct RuleOrigin {
   std::string file;
@@ -88,6 +108,8 @@ struct Decision {
   std::string reason;
   // The deciding rule's "egress" (an IP of this host or an interface name), if any.
   std::string egress;
+  // The deciding pass rule's "limits" (none for block decisions).
+  Limits limits;
   bool allowed() const { return action == Action::kPass; }
 };
 
@@ -140,6 +162,8 @@ class Policy {
   std::vector<std::string> groups_of(std::string_view user) const;
 
   size_t rule_count() const;
+  // True if some rule sets a byte quota ("limits": {"quota": ...}).
+  bool uses_quotas() const;
   // Every distinct "egress" the rules name (the gateway resolves them at load time).
   std::vector<std::string> egress_names() const;
   size_t client_rule_count() const;
@@ -175,7 +199,7 @@ Policy load_policy_text(std::string file, std::string_view text, const LoadOptio
 // apply to that user only, a group file's to that group's members. Precedence: user rules,
 // then group rules (files in name order), then the main policy's rules, then default deny.
 // "defaults" (methods, listeners, from, client_certificate, min_protection,
-// require_channel_binding) are inherited by rules that do not
+// require_channel_binding, limits) are inherited by rules that do not
 // set them: a file's own over the main policy's. Rule ids are unique across all files; every
 // problem in every file is reported.
 Policy load_policy_set(const JsonSource& src, const nlohmann::json::json_pointer& at,

@@ -73,6 +73,8 @@ struct Rule {
   bool allow_protected = false;
   // Source address (IP or interface name) for what this rule passes; empty = the listener's.
   std::string egress;
+  // Per-user limits of the sessions this rule passes (pass rules only).
+  Limits limits;
 };
 
 struct CompiledPolicy {
@@ -90,5 +92,9 @@ struct Policy::Impl : CompiledPolicy {};
 // `s` quoted for a human-readable message or audit reason: control characters and non-ASCII
 // bytes escaped as \xNN, cut after `max` bytes. Names in requests come from the client.
 std::string quote_for_message(std::string_view s, size_t max = 128);
+
+// "10MiB", "1 GB", "512", "100B": bytes (KiB/MiB/GiB/TiB powers of 1024, kB/KB/MB/GB/TB of
+// 1000). nullopt for anything else or beyond 2^60.
+std::optional<uint64_t> parse_byte_size(std::string_view s);
 
 }  // namespace socksgate::policy

@@ -96,7 +96,7 @@ TEST(LoaderTest, UnknownKeysAtEveryLevel) {
                           "2:46: unknown key \"dst\" in rule (allowed: id, action, users, "
                           "groups, methods, listeners, from, commands, to, ports, "
                           "allow_protected, egress, client_certificate, min_protection, "
-                          "require_channel_binding, comment)"));
+                          "require_channel_binding, limits, comment)"));
   EXPECT_THAT(errors(R"({"client_rules": [{"id": "c", "action": "pass", "users": ["x"]}]})"),
               ElementsAre("1:49: unknown key \"users\" in client rule (allowed: id, action, "
                           "from, listeners, comment)"));
@@ -301,7 +301,7 @@ TEST(LoaderTest, AllProblemsAreReportedInFileOrder) {
                           "6:25: unknown key \"colour\" in rule (allowed: id, action, users, "
                           "groups, methods, listeners, from, commands, to, ports, "
                           "allow_protected, egress, client_certificate, min_protection, "
-                          "require_channel_binding, comment)",
+                          "require_channel_binding, limits, comment)",
                           "8:59: \"from\" entry \"x\" is not an IP address or CIDR block",
                           "9:3: unknown key \"extra\" in policy (allowed: groups, client_rules, "
                           "rules, defaults, comment)"));
@@ -369,6 +369,96 @@ TEST(LoaderTest, CompiledForm) {
   r.address = IpAddress::parse("192.0.2.1");
   r.port = 8080;
   EXPECT_TRUE(p.decide(r).allowed());
+}
+
+TEST(LoaderTest, ByteSizes) {
+  EXPECT_EQ(parse_byte_size("512"), 512u);
+  EXPECT_EQ(parse_byte_size("100B"), 100u);
+  EXPECT_EQ(parse_byte_size("10MiB"), 10u * 1024 * 1024);
+  EXPECT_EQ(parse_byte_size("1 GB"), 1000u * 1000 * 1000);
+  EXPECT_EQ(parse_byte_size("2KiB"), 2048u);
+  EXPECT_EQ(parse_byte_size("3kB"), 3000u);
+  EXPECT_EQ(parse_byte_size("1TiB"), uint64_t{1} << 40);
+  EXPECT_FALSE(parse_byte_size(""));
+  EXPECT_FALSE(parse_byte_size("MiB"));
+  EXPECT_FALSE(parse_byte_size("1.5GiB"));
+  EXPECT_FALSE(parse_byte_size("10 mib"));
+  EXPECT_FALSE(parse_byte_size("-1"));
+  EXPECT_FALSE(parse_byte_size("99999999999999999999999"));
+  EXPECT_FALSE(parse_byte_size("2000000TiB"));  // beyond 2^60
+}
+
+DecisionRequest limits_request(std::string user) {
+  DecisionRequest r;
+  r.user = std::move(user);
+  r.method = "userpass";
+  r.listener = "main";
+  r.client = *IpAddress::parse("10.0.0.1");
+  r.address = IpAddress::parse("192.0.2.1");
+  r.port = 443;
+  return r;
+}
+
+TEST(LoaderTest, LimitsAreParsedAndInheritedKeyByKey) {
+  Policy p = load_policy_text("p.json", R"({
+  "defaults": {"limits": {"sessions": 4, "bandwidth": {"session": {"up": "1MiB", "down": 2048}},
+                          "quota": {"day": "10GiB"}}},
+  "rules": [
+    {"id": "a", "action": "pass", "users": ["alice"],
+     "limits": {"sessions": 10, "sessions_per_rule": 100, "new_sessions_per_minute": 30,
+                "bandwidth": {"session": {"down": "10MiB"}, "user": {"up": 5, "down": "1KB"}},
+                "quota": {"week": 7, "month": "1TB"}}},
+    {"id": "b", "action": "pass", "users": ["bob"]},
+    {"id": "c", "action": "block"}
+  ]})");
+  Decision a = p.decide(limits_request("alice"));
+  ASSERT_EQ(a.rule_id, "a");
+  EXPECT_EQ(a.limits.sessions, 10u);  // the rule's own
+  EXPECT_EQ(a.limits.sessions_per_rule, 100u);
+  EXPECT_EQ(a.limits.new_sessions_per_minute, 30u);
+  EXPECT_EQ(a.limits.session_up, 1024u * 1024);  // inherited: the rule sets only "down"
+  EXPECT_EQ(a.limits.session_down, 10u * 1024 * 1024);
+  EXPECT_EQ(a.limits.user_up, 5u);
+  EXPECT_EQ(a.limits.user_down, 1000u);
+  EXPECT_EQ(a.limits.quota_day, 10ull << 30);
+  EXPECT_EQ(a.limits.quota_week, 7u);
+  EXPECT_EQ(a.limits.quota_month, 1000ull * 1000 * 1000 * 1000);
+  Decision b = p.decide(limits_request("bob"));
+  ASSERT_EQ(b.rule_id, "b");
+  EXPECT_EQ(b.limits.sessions, 4u);
+  EXPECT_EQ(b.limits.session_down, 2048u);
+  EXPECT_EQ(b.limits.sessions_per_rule, 0u);
+  Decision c = p.decide(limits_request("carol"));
+  ASSERT_EQ(c.rule_id, "c");
+  EXPECT_FALSE(c.limits.any());  // block rules inherit nothing
+}
+
+TEST(LoaderTest, BadLimitsAreReportedWhereTheyAre) {
+  EXPECT_THAT(rule_errors(R"({"id": "r", "action": "pass", "limits": {"sessions": 0}})"),
+              ElementsAre(HasSubstr("2:54: \"sessions\" must be a positive integer, got number")));
+  EXPECT_THAT(rule_errors(R"({"id": "r", "action": "pass", "limits": {"sessions": "4"}})"),
+              ElementsAre(HasSubstr("\"sessions\" must be a positive integer")));
+  EXPECT_THAT(
+      rule_errors(R"({"id": "r", "action": "pass", "limits": {"quota": {"day": "10 parsecs"}}})"),
+      ElementsAre(HasSubstr("\"quota.day\" must be a positive number of bytes")));
+  EXPECT_THAT(
+      rule_errors(
+          R"({"id": "r", "action": "pass", "limits": {"bandwidth": {"user": {"up": -1}}}})"),
+      ElementsAre(HasSubstr("\"bandwidth.user.up\" must be a positive number of bytes "
+                            "per second")));
+  EXPECT_THAT(rule_errors(R"({"id": "r", "action": "pass", "limits": {"sesions": 3}})"),
+              ElementsAre(HasSubstr("unknown key \"sesions\" in limits (did you mean "
+                                    "\"sessions\"?)")));
+  EXPECT_THAT(rule_errors(R"({"id": "r", "action": "pass", "limits": {"bandwidth": {"all": {}}}})"),
+              ElementsAre(HasSubstr("unknown key \"all\" in limits.bandwidth")));
+  EXPECT_THAT(rule_errors(R"({"id": "r", "action": "pass", "limits": []})"),
+              ElementsAre(HasSubstr("\"limits\" must be an object, got array")));
+  EXPECT_THAT(rule_errors(R"({"id": "r", "action": "block", "limits": {"sessions": 1}})"),
+              ElementsAre(HasSubstr("\"limits\" has no effect on a block rule")));
+  // A bad default is reported once, at the default.
+  EXPECT_THAT(errors(R"({"defaults": {"limits": {"sessions": -2}},
+  "rules": [{"id": "a", "action": "pass"}, {"id": "b", "action": "pass"}]})"),
+              ElementsAre(HasSubstr("1:38: \"sessions\" must be a positive integer")));
 }
 
 }  // namespace

@@ -126,5 +126,29 @@ TEST_F(PolicyDir, AnEmptyDirectoryChangesNothing) {
   EXPECT_EQ(p.decide(req("x", "192.0.2.1")).rule_id, "all");
 }
 
+TEST_F(PolicyDir, LimitsInheritFromBothDefaultsKeyByKey) {
+  file("alice.json", R"({"defaults": {"limits": {"sessions": 2}}, "rules": [
+    {"id": "alice-any", "action": "pass", "limits": {"bandwidth": {"user": {"down": 100}}}}]})");
+  file("bob.json", R"({"rules": [{"id": "bob-any", "action": "pass"}]})");
+  Policy p = load(R"({"defaults": {"limits": {"sessions": 8, "quota": {"day": 1000}}},
+    "rules": []})");
+  Decision a = p.decide(req("alice", "192.0.2.1"));
+  ASSERT_EQ(a.rule_id, "alice-any");
+  EXPECT_EQ(a.limits.sessions, 2u);      // alice.json's defaults over the main policy's
+  EXPECT_EQ(a.limits.quota_day, 1000u);  // the main policy's, not overridden
+  EXPECT_EQ(a.limits.user_down, 100u);   // the rule's own
+  Decision b = p.decide(req("bob", "192.0.2.1"));
+  ASSERT_EQ(b.rule_id, "bob-any");
+  EXPECT_EQ(b.limits.sessions, 8u);
+  EXPECT_EQ(b.limits.quota_day, 1000u);
+  EXPECT_EQ(b.limits.user_down, 0u);
+}
+
+TEST_F(PolicyDir, BadLimitsInAFileAreReportedInThatFile) {
+  file("alice.json", R"({"defaults": {"limits": {"quota": {"month": "lots"}}}, "rules": []})");
+  EXPECT_THAT(errors(R"({"rules": []})"),
+              ::testing::ElementsAre(HasSubstr("alice.json:1: \"quota.month\" must be")));
+}
+
 }  // namespace
 }  // namespace socksgate::policy
