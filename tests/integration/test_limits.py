@@ -372,3 +372,36 @@ def test_state_file_that_cannot_be_written_after_the_drop_stops_the_gateway(gate
     assert not any(m in gw.log_text() for m in gw.SANITIZER_MARKS), gw.log_text()
     gw.kill()
     gw.proc = None
+
+
+def test_counters_survive_a_reload_and_a_changed_limit_applies_to_new_sessions(gateway_factory,
+                                                                               target):
+    gw = gateway_factory(config=limits_config(), policy=limits_policy({"sessions": 2}))
+    held = []
+    for _ in range(2):
+        s, rep = try_connect(gw, "alice", target.port, target)
+        assert s is not None, rep
+        held.append(s)
+    assert try_connect(gw, "alice", target.port)[1] == 2
+    # Raised to 3: the two running sessions still count, so exactly one more fits.
+    gw.write(config=limits_config(), policy=limits_policy({"sessions": 3}))
+    ok, line = gw.reload()
+    assert ok, line
+    s, rep = try_connect(gw, "alice", target.port, target)
+    assert s is not None, rep
+    held.append(s)
+    assert try_connect(gw, "alice", target.port)[1] == 2
+    # Lowered to 1: running sessions stay, new ones are refused until fewer than 1 run.
+    gw.write(config=limits_config(), policy=limits_policy({"sessions": 1}))
+    ok, line = gw.reload()
+    assert ok, line
+    assert try_connect(gw, "alice", target.port)[1] == 2
+    for s in held:
+        s.close()
+    gw.wait_audit(lambda r: r.get("event") == "session_end"
+                  and r.get("close_reason") == "closed", count=3)
+    s, rep = try_connect(gw, "alice", target.port, target)
+    assert s is not None, rep
+    s.close()
+    limit_denials(gw, "limit:user_sessions", 3)
+    check_schema(gw)
