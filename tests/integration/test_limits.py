@@ -405,3 +405,27 @@ def test_counters_survive_a_reload_and_a_changed_limit_applies_to_new_sessions(g
     s.close()
     limit_denials(gw, "limit:user_sessions", 3)
     check_schema(gw)
+
+
+def test_udp_associate_and_bind_count_as_sessions(gateway_factory, target):
+    policy = limits_policy({"sessions": 1})
+    policy["rules"][0]["commands"] = ["connect", "bind", "udp"]
+    gw = gateway_factory(config=limits_config(), policy=policy)
+    udp, _ = socks_connect(gw.addr(), "alice", gw.passwords["alice"], "0.0.0.0", 0, cmd=3)
+    try:
+        for cmd in (2, 1, 3):  # BIND, CONNECT, another UDP ASSOCIATE: all over the limit
+            with pytest.raises(SocksError) as e:
+                socks_connect(gw.addr(), "alice", gw.passwords["alice"], "127.0.0.1",
+                              target.port, cmd=cmd)
+            assert e.value.stage == "reply" and e.value.data == 2
+    finally:
+        udp.close()
+    recs = limit_denials(gw, "limit:user_sessions", 3)
+    assert sorted(r["command"] for r in recs) == ["bind", "connect", "udp"]
+    gw.wait_audit(lambda r: r.get("event") == "session_end" and r.get("command") == "udp"
+                  and r.get("close_reason") == "closed")
+    # The association ended: a BIND fits now.
+    s, _ = socks_connect(gw.addr(), "alice", gw.passwords["alice"], "127.0.0.1", target.port,
+                         cmd=2)
+    s.close()
+    check_schema(gw)
