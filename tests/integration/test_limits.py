@@ -176,7 +176,9 @@ def measure_download(socks: list[socket.socket], warmup: float = 1.0,
         t.join(timeout=IO_TIMEOUT)
     (ta, ca), (tb, cb) = marks["a"], marks["b"]
     assert tb - start < warmup + window + 2
-    return (cb - ca) / (tb - ta)
+    rate = (cb - ca) / (tb - ta)
+    print(f"measured {rate:.0f} B/s over {tb - ta:.2f} s")
+    return rate
 
 
 def test_bandwidth_per_session_download_splice_path(gateway_factory, target):
