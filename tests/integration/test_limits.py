@@ -176,7 +176,9 @@ def measure_download(socks: list[socket.socket], warmup: float = 1.0,
         t.join(timeout=IO_TIMEOUT)
     (ta, ca), (tb, cb) = marks["a"], marks["b"]
     assert tb - start < warmup + window + 2
-    return (cb - ca) / (tb - ta)
+    rate = (cb - ca) / (tb - ta)
+    print(f"measured {rate:.0f} B/s over {tb - ta:.2f} s")
+    return rate
 
 
 def test_bandwidth_per_session_download_splice_path(gateway_factory, target):
@@ -372,3 +374,60 @@ def test_state_file_that_cannot_be_written_after_the_drop_stops_the_gateway(gate
     assert not any(m in gw.log_text() for m in gw.SANITIZER_MARKS), gw.log_text()
     gw.kill()
     gw.proc = None
+
+
+def test_counters_survive_a_reload_and_a_changed_limit_applies_to_new_sessions(gateway_factory,
+                                                                               target):
+    gw = gateway_factory(config=limits_config(), policy=limits_policy({"sessions": 2}))
+    held = []
+    for _ in range(2):
+        s, rep = try_connect(gw, "alice", target.port, target)
+        assert s is not None, rep
+        held.append(s)
+    assert try_connect(gw, "alice", target.port)[1] == 2
+    # Raised to 3: the two running sessions still count, so exactly one more fits.
+    gw.write(config=limits_config(), policy=limits_policy({"sessions": 3}))
+    ok, line = gw.reload()
+    assert ok, line
+    s, rep = try_connect(gw, "alice", target.port, target)
+    assert s is not None, rep
+    held.append(s)
+    assert try_connect(gw, "alice", target.port)[1] == 2
+    # Lowered to 1: running sessions stay, new ones are refused until fewer than 1 run.
+    gw.write(config=limits_config(), policy=limits_policy({"sessions": 1}))
+    ok, line = gw.reload()
+    assert ok, line
+    assert try_connect(gw, "alice", target.port)[1] == 2
+    for s in held:
+        s.close()
+    gw.wait_audit(lambda r: r.get("event") == "session_end"
+                  and r.get("close_reason") == "closed", count=3)
+    s, rep = try_connect(gw, "alice", target.port, target)
+    assert s is not None, rep
+    s.close()
+    limit_denials(gw, "limit:user_sessions", 3)
+    check_schema(gw)
+
+
+def test_udp_associate_and_bind_count_as_sessions(gateway_factory, target):
+    policy = limits_policy({"sessions": 1})
+    policy["rules"][0]["commands"] = ["connect", "bind", "udp"]
+    gw = gateway_factory(config=limits_config(), policy=policy)
+    udp, _ = socks_connect(gw.addr(), "alice", gw.passwords["alice"], "0.0.0.0", 0, cmd=3)
+    try:
+        for cmd in (2, 1, 3):  # BIND, CONNECT, another UDP ASSOCIATE: all over the limit
+            with pytest.raises(SocksError) as e:
+                socks_connect(gw.addr(), "alice", gw.passwords["alice"], "127.0.0.1",
+                              target.port, cmd=cmd)
+            assert e.value.stage == "reply" and e.value.data == 2
+    finally:
+        udp.close()
+    recs = limit_denials(gw, "limit:user_sessions", 3)
+    assert sorted(r["command"] for r in recs) == ["bind", "connect", "udp"]
+    gw.wait_audit(lambda r: r.get("event") == "session_end" and r.get("command") == "udp"
+                  and r.get("close_reason") == "closed")
+    # The association ended: a BIND fits now.
+    s, _ = socks_connect(gw.addr(), "alice", gw.passwords["alice"], "127.0.0.1", target.port,
+                         cmd=2)
+    s.close()
+    check_schema(gw)
