@@ -405,7 +405,8 @@ int cmd_validate(const Args& args) {
     lc.groups_source = "a group on this host (which PAM would report)";
   }
   auto warnings = policy::lint(*snap.policy, lc);
-  for (const auto& w : warnings) std::fprintf(stderr, "%s\n", w.to_string().c_str());
+  // Warnings are part of the report (stdout); stderr is for what makes the configuration invalid.
+  for (const auto& w : warnings) std::printf("%s\n", w.to_string().c_str());
   std::printf("%s: ok (%zu listeners, %zu client rules, %zu rules, %zu warnings)\n", path.c_str(),
               cfg.listeners.size(), snap.policy->client_rule_count(), snap.policy->rule_count(),
               warnings.size());
