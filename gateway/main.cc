@@ -433,8 +433,11 @@ std::chrono::system_clock::time_point parse_at(const std::string& s) {
   } else {
     ok = false;
   }
-  ok = ok && mo >= 1 && mo <= 12 && d >= 1 && d <= 31 && h <= 23 && mi <= 59 && sec <= 59 &&
-       y >= 1970 && y <= 2200;
+  static constexpr int kMonthDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  ok = ok && y >= 1970 && y <= 2200 && mo >= 1 && mo <= 12 && d >= 1 &&
+       d <= kMonthDays[mo - 1] - (mo == 2 && !leap ? 1 : 0) && h >= 0 && h <= 23 && mi >= 0 &&
+       mi <= 59 && sec >= 0 && sec <= 59;
   if (!ok) {
     throw UsageError("--at \"" + s +
                      "\" is not a time such as 2026-11-27T10:00:00Z or 2026-11-27T11:00+01:00");
