@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <termios.h>
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -43,6 +45,7 @@
 #include "gateway/socks5.h"
 #include "gateway/upstream.h"
 #include "gateway/version.h"
+#include "policy/lint.h"
 
 namespace sg = socksgate::gateway;
 namespace policy = socksgate::policy;
@@ -95,18 +98,24 @@ const std::map<std::string, std::string> kHelp = {
      "usage: socksgate validate --config FILE\n"
      "\n"
      "Loads FILE and the policy and password files it names; prints each problem as\n"
-     "file:line:col: message. Exit 0 if valid, 2 if not.\n"},
+     "file:line:col: message. Exit 0 if valid, 2 if not.\n"
+     "Then checks the policy as a whole and prints warnings as file:line:col: warning: ...\n"
+     "(users not in the password file, undefined groups, rules that an earlier rule shadows,\n"
+     "overlapping \"when\" windows); warnings alone still exit 0.\n"},
     {"explain",
      "usage: socksgate explain --config FILE --user USER --from IP --to HOST:PORT\n"
      "                         [--command connect|bind|udp] [--listener NAME]\n"
      "                         [--method METHOD] [--group GROUP]... [--no-resolve]\n"
      "                         [--client-certificate] [--protection LEVEL] [--channel-bound]\n"
+     "                         [--at TIME]\n"
      "\n"
      "Shows the client-rule decision and, for each address HOST resolves to, the rule that\n"
      "decides and why each earlier rule did not match. --user \"\" means anonymous.\n"
      "--client-certificate: the client presented a verified TLS client certificate.\n"
      "--protection integrity|confidentiality|none: the GSS-API protection agreed (default for\n"
      "--method gssapi: confidentiality). --channel-bound: the GSS-API context is bound to TLS.\n"
+     "--at 2026-11-27T10:00:00Z: decide as if the request came then (rules with \"when\");\n"
+     "default now. UTC (Z) or an offset (+01:00).\n"
      "Exit 0 if the request would be allowed, 3 if denied.\n"},
     {"hash-password",
      "usage: socksgate hash-password\n"
@@ -366,14 +375,83 @@ int cmd_agent(const Args& args) {
   return agent->run();
 }
 
+// A Unix group of this host (what PAM's back-end reports as a user's groups).
+bool host_group_exists(std::string_view name) {
+  std::string n(name);
+  group gr{};
+  group* found = nullptr;
+  std::vector<char> buf(16384);
+  while (getgrnam_r(n.c_str(), &gr, buf.data(), buf.size(), &found) == ERANGE &&
+         buf.size() < (1u << 22)) {
+    buf.resize(buf.size() * 2);
+  }
+  return found != nullptr;
+}
+
 int cmd_validate(const Args& args) {
   std::string path = args.require("config");
   auto snap = sg::load_snapshot(path, nullptr);
   sg::plan_drop(snap.config->run_as);  // run_as names must exist on this host
-  std::printf("%s: ok (%zu listeners, %zu client rules, %zu rules)\n", path.c_str(),
-              snap.config->listeners.size(), snap.policy->client_rule_count(),
-              snap.policy->rule_count());
+  const auto& cfg = *snap.config;
+  policy::LintContext lc;
+  using Kind = socksgate::auth::userpass::UserPassBackendKind;
+  if (cfg.userpass && snap.backends.userpass && cfg.userpass->settings.backend == Kind::kFile) {
+    auto backend = snap.backends.userpass;
+    lc.known_user = [backend](std::string_view u) { return backend->file().find(u).has_value(); };
+    lc.users_source = cfg.userpass->file.empty() ? std::string("auth.userpass.users")
+                                                 : "the password file " + cfg.userpass->file;
+  }
+  if (cfg.userpass && cfg.userpass->settings.backend == Kind::kPam) {
+    lc.external_group = host_group_exists;
+    lc.groups_source = "a group on this host (which PAM would report)";
+  }
+  auto warnings = policy::lint(*snap.policy, lc);
+  // Warnings are part of the report (stdout); stderr is for what makes the configuration invalid.
+  for (const auto& w : warnings) std::printf("%s\n", w.to_string().c_str());
+  std::printf("%s: ok (%zu listeners, %zu client rules, %zu rules, %zu warnings)\n", path.c_str(),
+              cfg.listeners.size(), snap.policy->client_rule_count(), snap.policy->rule_count(),
+              warnings.size());
   return kExitOk;
+}
+
+// "2026-11-27T10:00:00Z", "2026-11-27T11:00:00+01:00" (seconds optional).
+std::chrono::system_clock::time_point parse_at(const std::string& s) {
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0, used = 0;
+  bool ok = std::sscanf(s.c_str(), "%4d-%2d-%2dT%2d:%2d%n", &y, &mo, &d, &h, &mi, &used) == 5;
+  std::string rest = ok ? s.substr(static_cast<size_t>(used)) : std::string();
+  if (ok && rest.size() >= 3 && rest[0] == ':') {
+    int n = 0;
+    ok = std::sscanf(rest.c_str(), ":%2d%n", &sec, &n) == 1 && n == 3;
+    rest = rest.substr(3);
+  }
+  long offset = 0;
+  if (ok && rest == "Z") {
+  } else if (ok && rest.size() == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':') {
+    int oh = 0, om = 0, n = 0;
+    ok = std::sscanf(rest.c_str() + 1, "%2d:%2d%n", &oh, &om, &n) == 2 && n == 5 && oh < 24 &&
+         om < 60;
+    offset = (rest[0] == '-' ? -1 : 1) * (oh * 3600L + om * 60L);
+  } else {
+    ok = false;
+  }
+  static constexpr int kMonthDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  ok = ok && y >= 1970 && y <= 2200 && mo >= 1 && mo <= 12 && d >= 1 &&
+       d <= kMonthDays[mo - 1] - (mo == 2 && !leap ? 1 : 0) && h >= 0 && h <= 23 && mi >= 0 &&
+       mi <= 59 && sec >= 0 && sec <= 59;
+  if (!ok) {
+    throw UsageError("--at \"" + s +
+                     "\" is not a time such as 2026-11-27T10:00:00Z or 2026-11-27T11:00+01:00");
+  }
+  // Days since 1970-01-01 of a proleptic Gregorian date (civil calendar arithmetic).
+  int yy = mo <= 2 ? y - 1 : y;
+  long era = yy / 400;
+  long yoe = yy - era * 400;
+  long doy = (153L * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  long days = era * 146097 + doe - 719468;
+  long secs = days * 86400 + h * 3600L + mi * 60L + sec - offset;
+  return std::chrono::system_clock::time_point(std::chrono::seconds(secs));
 }
 
 std::string where(const policy::RuleOrigin& o) {
@@ -419,6 +497,8 @@ int cmd_explain(const Args& args) {
   const sg::ListenerConfig* lc = cfg.find_listener(listener);
   if (lc == nullptr) throw UsageError("no listener named \"" + listener + "\" in " + path);
   std::string method = args.get("method").value_or(user.empty() ? "none" : lc->methods.front());
+  auto at = std::chrono::system_clock::now();
+  if (auto a = args.get("at")) at = parse_at(*a);
 
   std::vector<policy::TraceStep> trace;
   policy::Decision cd = pol.decide_client({*client, listener}, &trace);
@@ -450,6 +530,7 @@ int cmd_explain(const Args& args) {
   req.client = *client;
   req.command = *command;
   req.port = static_cast<uint16_t>(port);
+  req.time = at;
   std::vector<policy::IpAddress> addrs;
   if (auto ip = policy::IpAddress::parse(host)) {
     addrs.push_back(*ip);
@@ -695,7 +776,7 @@ int main(int argc, char** argv) {
     } else if (cmd == "explain") {
       args.emplace(argc, argv, 2,
                    std::vector<std::string>{"config", "user", "from", "to", "command", "listener",
-                                            "method", "group", "protection"},
+                                            "method", "group", "protection", "at"},
                    std::vector<std::string>{"no-resolve", "client-certificate", "channel-bound"});
     } else if (cmd == "sessions" || cmd == "metrics") {
       args.emplace(

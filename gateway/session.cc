@@ -398,6 +398,7 @@ policy::DecisionRequest Session::decision_request(policy::Command cmd) const {
   req.listener = rec_.listener;
   req.client = to_policy_address(rec_.client.address());
   req.command = cmd;
+  req.time = std::chrono::system_clock::now();  // rules with "when" windows
   return req;
 }
 

@@ -142,8 +142,16 @@ class JsonSourceBuilder {
       // nlohmann would silently keep the last one; an admin who repeats a key has almost
       // certainly lost an edit.
       SourcePosition first = inserted ? SourcePosition{} : it->second;
-      add(start, "duplicate key \"" + printable(k) + "\" (first at line " +
-                     std::to_string(first.line) + ", column " + std::to_string(first.column) + ")");
+      // A generated file may repeat keys by the thousand: report the first ones.
+      if (duplicates_ < kMaxDuplicateReports) {
+        add(start, "duplicate key \"" + printable(k) + "\" (first at line " +
+                       std::to_string(first.line) + ", column " + std::to_string(first.column) +
+                       ")");
+      } else if (duplicates_ == kMaxDuplicateReports) {
+        add(start, "too many duplicate keys; only the first " +
+                       std::to_string(kMaxDuplicateReports) + " are reported");
+      }
+      ++duplicates_;
       has_duplicates_ = true;
     }
     f.key = std::move(k);
@@ -286,6 +294,8 @@ class JsonSourceBuilder {
   std::string path_;
   bool failed_ = false;
   bool has_duplicates_ = false;
+  static constexpr size_t kMaxDuplicateReports = 100;
+  size_t duplicates_ = 0;
 };
 
 std::optional<JsonSource> JsonSource::parse(std::string file, std::string_view text,

@@ -20,6 +20,9 @@ using json = nlohmann::json;
 using Ptr = json::json_pointer;
 
 constexpr size_t kMaxIdLength = 128;
+// Problems reported per document: a generated file with a huge list of bad entries gets the
+// first ones and a note, not a flood.
+constexpr size_t kMaxDiagnostics = 100;
 constexpr std::array<std::string_view, 2> kReservedIds = {"default-deny", "no-client-rules"};
 constexpr std::array<std::string_view, 5> kMethods = {"none", "userpass", "gssapi", "certificate",
                                                       "socks4"};
@@ -31,7 +34,8 @@ constexpr std::string_view kPartKeys[] = {"rules", "defaults", "comment"};
 constexpr std::string_view kDefaultKeys[] = {"methods",        "listeners",
                                              "from",           "client_certificate",
                                              "min_protection", "require_channel_binding",
-                                             "limits",         "comment"};
+                                             "limits",         "when",
+                                             "comment"};
 constexpr std::string_view kClientRuleKeys[] = {"id", "action", "from", "listeners", "comment"};
 constexpr std::string_view kRuleKeys[] = {"id",
                                           "action",
@@ -49,7 +53,10 @@ constexpr std::string_view kRuleKeys[] = {"id",
                                           "min_protection",
                                           "require_channel_binding",
                                           "limits",
+                                          "when",
                                           "comment"};
+// One window of a rule's "when".
+constexpr std::string_view kWindowKeys[] = {"days", "hours", "tz", "comment"};
 
 // "limits": where each value sits in the object and which Limits field it sets.
 struct LimitField {
@@ -184,7 +191,10 @@ class PolicyLoader {
   PolicyLoader(const JsonSource& src, const Ptr& at, const LoadOptions& opts, Scope scope)
       : src_(src), at_(at), opts_(opts), scope_(std::move(scope)) {}
 
-  std::vector<Diagnostic> take_diagnostics() { return std::move(diags_); }
+  std::vector<Diagnostic> take_diagnostics() {
+    note_truncation();
+    return std::move(diags_);
+  }
   // Loads without throwing (diagnostics kept for take_diagnostics()).
   Policy load_collect() {
     Policy policy;
@@ -205,6 +215,7 @@ class PolicyLoader {
       std::stable_sort(diags_.begin(), diags_.end(), [](const Diagnostic& a, const Diagnostic& b) {
         return before(a.pos, b.pos);
       });
+      note_truncation();
       throw LoadError(std::move(diags_));
     }
     return policy;
@@ -218,10 +229,23 @@ class PolicyLoader {
 
  private:
   void error_value(const Ptr& p, std::string message) {
-    diags_.push_back(src_.at_value(p, std::move(message)));
+    if (room()) diags_.push_back(src_.at_value(p, std::move(message)));
   }
   void error_key(const Ptr& p, std::string message) {
-    diags_.push_back(src_.at_key(p, std::move(message)));
+    if (room()) diags_.push_back(src_.at_key(p, std::move(message)));
+  }
+  bool room() {
+    if (diags_.size() < kMaxDiagnostics) return true;
+    truncated_ = true;
+    return false;
+  }
+  // After sorting: says that more problems were not reported.
+  void note_truncation() {
+    if (!truncated_) return;
+    diags_.push_back(
+        {src_.file(), src_.value_pos(at_),
+         "too many problems; only the first " + std::to_string(kMaxDiagnostics) + " are reported"});
+    truncated_ = false;
   }
 
   const json* locate() {
@@ -525,6 +549,131 @@ class PolicyLoader {
     });
   }
 
+  // "when": [{"days": ["mon-fri"], "hours": "08:00-18:30", "tz": "Europe/Berlin"}, ...].
+  std::optional<std::vector<TimeWindow>> when(const json& obj, const Ptr& p) {
+    const json* arr = selector_array(obj, p, "when");
+    if (arr == nullptr) return std::nullopt;
+    std::vector<TimeWindow> out;
+    for (size_t i = 0; i < arr->size(); ++i) {
+      const json& w = (*arr)[i];
+      Ptr wp = p / "when" / i;
+      if (!w.is_object()) {
+        error_value(wp, std::string("\"when\" entries must be objects such as {\"days\": "
+                                    "[\"mon-fri\"], \"hours\": \"08:00-18:00\", \"tz\": "
+                                    "\"Europe/Berlin\"}, got ") +
+                            w.type_name());
+        continue;
+      }
+      check_keys(w, wp, kWindowKeys, "a \"when\" window");
+      TimeWindow tw;
+      bool ok = true;
+      if (auto it = w.find("days"); it != w.end()) {
+        ok = window_days(*it, wp / "days", &tw) && ok;
+      }
+      if (auto it = w.find("hours"); it != w.end()) {
+        ok = window_hours(*it, wp / "hours", &tw) && ok;
+      }
+      if (auto it = w.find("tz"); it != w.end()) {
+        std::string problem;
+        std::optional<TimeZone> tz;
+        if (it->is_string() && !it->get_ref<const std::string&>().empty() &&
+            it->get_ref<const std::string&>().size() <= 64) {
+          tz = TimeZone::find(it->get_ref<const std::string&>(), &problem);
+        }
+        if (!tz) {
+          error_value(wp / "tz",
+                      "\"tz\" must be an IANA time zone name such as "
+                      "\"Europe/Berlin\" or \"UTC\" (from the OS tzdata in "
+                      "/usr/share/zoneinfo), got " +
+                          describe(*it) +
+                          (problem.empty() || problem.find("not found") != std::string::npos
+                               ? std::string()
+                               : " (" + problem + ")"));
+          ok = false;
+        } else {
+          tw.tz = std::move(*tz);
+        }
+      }
+      if (ok && !w.contains("days") && !w.contains("hours")) {
+        error_value(wp,
+                    "a \"when\" window without \"days\" or \"hours\" matches at any "
+                    "time; omit \"when\" instead");
+        ok = false;
+      }
+      if (ok) out.push_back(std::move(tw));
+    }
+    return out;
+  }
+
+  bool window_days(const json& v, const Ptr& p, TimeWindow* tw) {
+    if (!v.is_array() || v.empty()) {
+      error_value(p,
+                  "\"days\" must be a non-empty array such as [\"mon-fri\"] or [\"sat\", "
+                  "\"sun\"], got " +
+                      describe(v));
+      return false;
+    }
+    uint8_t bits = 0;
+    bool ok = true;
+    std::string text;
+    for (size_t i = 0; i < v.size(); ++i) {
+      const json& d = v[i];
+      std::string s = d.is_string() ? d.get<std::string>() : std::string();
+      std::transform(s.begin(), s.end(), s.begin(),
+                     [](char c) { return static_cast<char>(std::tolower(c)); });
+      size_t dash = s.find('-');
+      int first = weekday_from_name(std::string_view(s).substr(0, dash));
+      int last = dash == std::string::npos
+                     ? first
+                     : weekday_from_name(std::string_view(s).substr(dash + 1));
+      if (first < 0 || last < 0) {
+        error_value(p / i, "invalid day " + describe(d) +
+                               " (expected mon, tue, wed, thu, fri, sat, sun or a range such as "
+                               "\"mon-fri\")");
+        ok = false;
+        continue;
+      }
+      // A range runs forward through the week and may wrap: "fri-mon" is fri, sat, sun, mon.
+      for (int wd = first;; wd = (wd + 1) % 7) {
+        bits = static_cast<uint8_t>(bits | (1u << wd));
+        if (wd == last) break;
+      }
+      if (!text.empty()) text += ',';
+      text += s;
+    }
+    tw->days = bits;
+    tw->days_text = std::move(text);
+    return ok;
+  }
+
+  bool window_hours(const json& v, const Ptr& p, TimeWindow* tw) {
+    std::string s = v.is_string() ? v.get<std::string>() : std::string();
+    size_t dash = s.find('-');
+    std::optional<uint32_t> start, end;
+    if (dash != std::string::npos) {
+      start = parse_clock(std::string_view(s).substr(0, dash), false);
+      end = parse_clock(std::string_view(s).substr(dash + 1), true);
+    }
+    if (!start || !end) {
+      error_value(p,
+                  "\"hours\" must be \"HH:MM-HH:MM\" (24-hour clock, end may be 24:00), "
+                  "got " +
+                      describe(v));
+      return false;
+    }
+    if (*start == *end || (*start == 0 && *end == kSecondsPerDay)) {
+      error_value(p,
+                  "\"hours\" " + quote(s) +
+                      (*start == *end ? " starts and ends at the same time" : " is the whole day") +
+                      "; omit \"hours\" for the whole day");
+      return false;
+    }
+    tw->start = *start;
+    tw->end = *end;
+    tw->hours_text = s;
+    return true;
+  }
+
   static bool parse_port_number(std::string_view s, uint32_t* out) {
     if (s.empty() || s.size() > 5 || s[0] == '0') return false;
     uint32_t v = 0;
@@ -777,6 +926,7 @@ class PolicyLoader {
                       "\"gssapi\": the rule could never match");
     }
     rule.from = from(obj, p);
+    rule.when = when(obj, p);
     if (const json* arr = selector_array(obj, p, "commands")) {
       rule.has_commands = true;
       rule.commands = 0;
@@ -857,6 +1007,7 @@ class PolicyLoader {
   const json* defaults_ = nullptr;
   LimitSpec defaults_limits_{};
   std::vector<Diagnostic> diags_;
+  bool truncated_ = false;
   std::vector<IdUse> ids_;
 
  public:

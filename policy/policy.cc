@@ -24,6 +24,7 @@ enum class Miss : uint8_t {
   kProtection,
   kChannelBinding,
   kFrom,
+  kWhen,
   kCommands,
   kPorts,
   kTo,
@@ -122,6 +123,10 @@ Miss check_identity(const CompiledPolicy& p, const Rule& rule, const DecisionReq
 Miss check_rule(const CompiledPolicy& p, const Rule& rule, const DecisionRequest& r,
                 const Target& t) {
   if (Miss m = check_identity(p, rule, r); m != Miss::kNone) return m;
+  if (rule.when && std::none_of(rule.when->begin(), rule.when->end(),
+                                [&](const TimeWindow& w) { return w.contains(r.time); })) {
+    return Miss::kWhen;
+  }
   if (rule.min_protection != 0 && protection_level(r.protection) < rule.min_protection) {
     return Miss::kProtection;
   }
@@ -266,6 +271,26 @@ std::string miss_detail(const CompiledPolicy& p, const Rule& rule, Miss miss,
                  : "require_channel_binding: the session did not sign on with GSS-API";
     case Miss::kFrom:
       return "from: " + r.client.to_string() + " not in " + list(*rule.from);
+    case Miss::kWhen: {
+      // "when: Tue 19:05 Europe/Berlin is outside mon-fri 08:00-18:30", per window.
+      std::string out = "when: ";
+      for (size_t i = 0; i < rule.when->size(); ++i) {
+        const TimeWindow& w = (*rule.when)[i];
+        if (i == kMaxListed) {
+          out += "; ... (" + std::to_string(rule.when->size() - i) + " more windows)";
+          break;
+        }
+        if (i > 0) out += "; ";
+        out += format_local(w.tz.local(r.time));
+        out += ' ';
+        out += w.tz.name();
+        out += " is outside ";
+        out += w.days_text.empty() ? std::string_view("every day") : w.days_text;
+        out += ' ';
+        out += w.hours_text.empty() ? std::string_view("all day") : w.hours_text;
+      }
+      return out;
+    }
     case Miss::kCommands:
       return "commands: " + std::string(to_string(r.command)) + " not in " +
              commands_list(rule.commands);

@@ -11,10 +11,11 @@
 //   (pass or block). No match is a block by the implicit rule id "default-deny".
 // - Selectors: users, groups (from the policy's "groups" or the identity), methods,
 //   listeners, from (client CIDRs), commands, to (CIDRs and host names/globs), ports. A missing
-//   selector matches anything. Session properties: client_certificate (a verified TLS client
-//   certificate), min_protection (GSS-API per-message protection at least this level; sessions
-//   without GSS-API never match) and require_channel_binding (a GSS-API context bound to the
-//   TLS channel).
+//   selector matches anything. "when": the request time (DecisionRequest::time) falls in one
+//   of the rule's windows (policy/time_window.h). Session properties: client_certificate (a
+//   verified TLS client certificate), min_protection (GSS-API per-message protection at least this
+//   level; sessions without GSS-API never match) and require_channel_binding (a GSS-API context
+//   bound to the TLS channel).
 // - Destinations: an address matches a CIDR in "to"; the requested host name (when the client
 //   sent a name) matches a host pattern ("host.example" exact, "*.example" any subdomain, "*"
 //   any name). Names are compared case-insensitively, without a trailing dot.
@@ -27,6 +28,7 @@
 // - A domain-name request is decided once per resolved address (DecisionRequest::address);
 //   the gateway connects only to addresses that pass.
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -69,6 +71,8 @@ struct DecisionRequest {
   std::string host;                  // requested name; empty when the client sent an address
   std::optional<IpAddress> address;  // the (resolved) address; nullopt = name-only pre-check
   uint16_t port = 0;
+  // When the request was made: rules with "when" windows compare it in their time zones.
+  std::chrono::system_clock::time_point time = std::chrono::system_clock::now();
 };
 
 // A pass rule's per-user limits (docs/policy.md, "limits"). 0 = no limit. Enforced by the
@@ -124,6 +128,7 @@ struct TraceStep {
 struct Rule;  // defined in policy/rule.h (compiled form)
 struct ClientRule;
 struct LoadOptions;
+struct LintContext;
 
 class Policy {
  public:
@@ -174,6 +179,7 @@ class Policy {
   friend class PolicyLoader;
   friend Policy load_policy_set(const JsonSource& src, const nlohmann::json::json_pointer& at,
                                 const std::string& dir, const LoadOptions& opts);
+  friend std::vector<Diagnostic> lint(const Policy& policy, const LintContext& ctx);
   Policy();
   struct Impl;
   std::unique_ptr<Impl> impl_;

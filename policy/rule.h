@@ -16,6 +16,7 @@
 #include "policy/address.h"
 #include "policy/host_pattern.h"
 #include "policy/policy.h"
+#include "policy/time_window.h"
 
 namespace socksgate::policy {
 
@@ -59,6 +60,8 @@ struct Rule {
   // true: only GSS-API sessions whose context is bound to their TLS channel match.
   bool require_channel_binding = false;
   std::optional<std::vector<Cidr>> from;
+  // "when": the request time falls in any of these windows.
+  std::optional<std::vector<TimeWindow>> when;
   uint8_t commands = kAllCommands;  // bit per Command; kAllCommands when absent
   bool has_commands = false;
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 BUILD=(cmake g++ make pkg-config libasio-dev libssl-dev libkrb5-dev libpam0g-dev libcrypt-dev
-       nlohmann-json3-dev libgtest-dev libgmock-dev libbenchmark-dev)
+       nlohmann-json3-dev libhowardhinnant-date-dev libgtest-dev libgmock-dev libbenchmark-dev)
 FUZZ=(clang-14 libclang-rt-14-dev)
 TEST=(python3 python3-pytest python3-socks python3-jsonschema curl ncat openssl whois apache2-utils
       procps iproute2 stunnel4 libpam-wrapper libpamtest0-dev libpam-modules

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string_view>
 
+#include "policy/lint.h"
 #include "policy/policy.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -16,11 +17,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     r.host = "www.example";
     r.address = socksgate::policy::IpAddress::parse("10.0.0.1");
     r.port = 443;
+    r.time = std::chrono::system_clock::time_point(std::chrono::seconds(1795600000));
     std::vector<socksgate::policy::TraceStep> trace;
     (void)p.decide(r, &trace);
     r.address.reset();
     (void)p.decide(r, &trace);
     (void)p.decide_client({}, &trace);
+    // validate's checks run on whatever loads.
+    socksgate::policy::LintContext ctx;
+    ctx.known_user = [](std::string_view u) { return u == "alice"; };
+    ctx.users_source = "the password file";
+    (void)socksgate::policy::lint(p, ctx);
   } catch (const socksgate::policy::LoadError&) {
   }
   return 0;

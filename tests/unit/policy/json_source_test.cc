@@ -195,3 +195,32 @@ TEST(JsonSourceTest, LoadErrorJoinsDiagnostics) {
 
 }  // namespace
 }  // namespace socksgate::policy
+
+namespace socksgate::policy {
+namespace {
+
+TEST(JsonSourceTest, ManyDuplicateKeysAreReportedOnceEach_UpToALimit) {
+  std::string text = "{\"a\": 1";
+  for (int i = 0; i < 5000; ++i) text += ", \"a\": 1";
+  text += "}";
+  auto diags = parse_fail(text);
+  ASSERT_EQ(diags.size(), 101u);
+  EXPECT_THAT(diags[0], HasSubstr("duplicate key \"a\""));
+  EXPECT_THAT(diags[100], HasSubstr("too many duplicate keys; only the first 100 are reported"));
+}
+
+TEST(JsonSourceTest, DeepNestingOfEveryKindIsOneError) {
+  // 100,000 nested arrays, objects, and a mix: the depth limit stops the SAX parse before the
+  // DOM gets deep, so neither parsing nor destruction recurses deeply.
+  EXPECT_THAT(parse_fail(std::string(100000, '[') + std::string(100000, ']')),
+              ::testing::ElementsAre("1:65: nesting deeper than 64 levels"));
+  std::string objects;
+  for (int i = 0; i < 100000; ++i) objects += "{\"a\":";
+  EXPECT_THAT(parse_fail(objects), ::testing::ElementsAre(HasSubstr("nesting deeper than 64")));
+  std::string mixed;
+  for (int i = 0; i < 50000; ++i) mixed += "[{\"k\":";
+  EXPECT_THAT(parse_fail(mixed), ::testing::ElementsAre(HasSubstr("nesting deeper than 64")));
+}
+
+}  // namespace
+}  // namespace socksgate::policy

@@ -96,7 +96,7 @@ TEST(LoaderTest, UnknownKeysAtEveryLevel) {
                           "2:46: unknown key \"dst\" in rule (allowed: id, action, users, "
                           "groups, methods, listeners, from, commands, to, ports, "
                           "allow_protected, egress, client_certificate, min_protection, "
-                          "require_channel_binding, limits, comment)"));
+                          "require_channel_binding, limits, when, comment)"));
   EXPECT_THAT(errors(R"({"client_rules": [{"id": "c", "action": "pass", "users": ["x"]}]})"),
               ElementsAre("1:49: unknown key \"users\" in client rule (allowed: id, action, "
                           "from, listeners, comment)"));
@@ -301,7 +301,7 @@ TEST(LoaderTest, AllProblemsAreReportedInFileOrder) {
                           "6:25: unknown key \"colour\" in rule (allowed: id, action, users, "
                           "groups, methods, listeners, from, commands, to, ports, "
                           "allow_protected, egress, client_certificate, min_protection, "
-                          "require_channel_binding, limits, comment)",
+                          "require_channel_binding, limits, when, comment)",
                           "8:59: \"from\" entry \"x\" is not an IP address or CIDR block",
                           "9:3: unknown key \"extra\" in policy (allowed: groups, client_rules, "
                           "rules, defaults, comment)"));
@@ -459,6 +459,52 @@ TEST(LoaderTest, BadLimitsAreReportedWhereTheyAre) {
   EXPECT_THAT(errors(R"({"defaults": {"limits": {"sessions": -2}},
   "rules": [{"id": "a", "action": "pass"}, {"id": "b", "action": "pass"}]})"),
               ElementsAre(HasSubstr("1:38: \"sessions\" must be a positive integer")));
+}
+
+}  // namespace
+}  // namespace socksgate::policy
+
+namespace socksgate::policy {
+namespace {
+
+// Huge lists: a valid one loads and decides; one full of bad entries is rejected with the first
+// 100 problems and a note, not with 100,000 diagnostics.
+TEST(LoaderTest, HugeLists) {
+  std::string users;
+  for (int i = 0; i < 100000; ++i) users += (i ? ",\"u" : "\"u") + std::to_string(i) + "\"";
+  Policy p = load_policy_text(
+      "p.json", R"({"rules": [{"id": "r", "action": "pass", "users": [)" + users + "]}]}");
+  DecisionRequest r;
+  r.user = "u99999";
+  r.address = IpAddress::parse("198.51.100.1");
+  EXPECT_EQ(p.decide(r).rule_id, "r");
+
+  std::string bad;
+  for (int i = 0; i < 100000; ++i) bad += i ? ",0" : "0";
+  try {
+    load_policy_text("p.json",
+                     R"({"rules": [{"id": "r", "action": "pass", "ports": ["x", )" + bad + "]}]}");
+    FAIL() << "loaded";
+  } catch (const LoadError& e) {
+    ASSERT_EQ(e.diagnostics().size(), 101u);
+    EXPECT_THAT(e.diagnostics()[0].to_string(), ::testing::HasSubstr("invalid port \"x\""));
+    EXPECT_EQ(e.diagnostics()[100].message, "too many problems; only the first 100 are reported");
+  }
+}
+
+TEST(LoaderTest, BadUtf8AnywhereIsASyntaxError) {
+  for (std::string text : {std::string("{\"rules\": [{\"id\": \"r\xff\", \"action\": \"pass\"}]}"),
+                           std::string("{\"rules\": [{\"id\": \"r\", \"action\": \"pass\", "
+                                       "\"when\": [{\"tz\": \"Europe/\xc3\"}]}]}"),
+                           std::string("{\"groups\": {\"\xed\xa0\x80\": []}}")}) {
+    try {
+      load_policy_text("p.json", text);
+      FAIL() << "loaded";
+    } catch (const LoadError& e) {
+      ASSERT_EQ(e.diagnostics().size(), 1u);
+      EXPECT_THAT(e.diagnostics()[0].message, ::testing::HasSubstr("ill-formed UTF-8"));
+    }
+  }
 }
 
 }  // namespace
