@@ -27,6 +27,8 @@
 #include <string_view>
 #include <vector>
 
+#include "gateway/shared_slot.h"
+
 namespace socksgate::gateway {
 
 // Escapes a label value for the text format: `\` -> `\\`, `"` -> `\"`, newline -> `\n`; bytes
@@ -170,8 +172,8 @@ class Metrics {
  private:
   std::atomic<uint64_t> dropped_{0};
   std::chrono::system_clock::time_point start_ = std::chrono::system_clock::now();
-  std::atomic<std::shared_ptr<const std::set<std::string, std::less<>>>> users_;
-  std::atomic<std::shared_ptr<const std::set<std::string, std::less<>>>> rules_;
+  SharedSlot<const std::set<std::string, std::less<>>> users_;
+  SharedSlot<const std::set<std::string, std::less<>>> rules_;
 
   mutable Family connections_;
   mutable Family sessions_total_;

@@ -13,6 +13,7 @@
 #include "gateway/limits.h"
 #include "gateway/metrics.h"
 #include "gateway/session_registry.h"
+#include "gateway/shared_slot.h"
 
 namespace socksgate::gateway {
 
@@ -21,8 +22,8 @@ struct ServerState {
       : blocking(blocking_threads, blocking_queue), resolver(resolver_threads, blocking_queue) {}
 
   // Swapped as a whole on reload; a session keeps the snapshot it started with.
-  std::atomic<std::shared_ptr<const Snapshot>> snapshot;
-  std::atomic<std::shared_ptr<AuditSink>> audit;
+  SharedSlot<const Snapshot> snapshot;
+  SharedSlot<AuditSink> audit;
 
   crypto::BlockingPool blocking;  // password hashing (and later PAM, GSS)
   crypto::BlockingPool resolver;  // getaddrinfo
