@@ -1006,6 +1006,10 @@ asio::awaitable<void> Session::run_udp(bool in_stream) {
   us.egress = &snap_->egress;
   us.tap_up = tap(true);
   us.tap_down = tap(false);
+  if (limits_) {
+    us.limit_up = limits_->up();
+    us.limit_down = limits_->down();
+  }
   // GSS-API: datagrams are protected like the stream (RFC 1961 section 5). In stream mode they
   // travel inside the protected stream itself.
   std::optional<GssDatagrams> gss_datagrams;

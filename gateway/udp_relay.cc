@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "gateway/audit.h"
+#include "gateway/limits.h"
 #include "gateway/udp_header.h"
 #include "gateway/upstream.h"
 
@@ -106,7 +107,28 @@ bool UdpAssociation::take(bool up, size_t bytes) {
   if (b.datagrams.available(now) < 1 || b.bytes.available(now) < need) return false;
   b.datagrams.take(1);
   b.bytes.take(need);
+  if (FlowLimiter* f = up ? settings_.limit_up : settings_.limit_down) {
+    Clock::duration wait{};
+    size_t got = f->acquire(bytes, &wait);
+    if (got < bytes) {  // the user's bandwidth (or what the quota leaves) cannot cover it now
+      if (got > 0) f->give_back(got);
+      return false;
+    }
+  }
   return true;
+}
+
+bool UdpAssociation::count_moved(bool up, size_t bytes) {
+  FlowLimiter* f = up ? settings_.limit_up : settings_.limit_down;
+  if (f == nullptr || f->moved(bytes)) return true;
+  // A quota is used up: the association ends, in either mode.
+  quota_used_up_ = true;
+  closing_ = true;
+  stream_end_ = CloseReason::kLimitQuota;
+  std::error_code ec;
+  client_sock_.close(ec);
+  wake_.cancel();
+  return false;
 }
 
 asio::awaitable<std::optional<udp::endpoint>> UdpAssociation::destination_for(
@@ -305,7 +327,7 @@ asio::awaitable<bool> UdpAssociation::forward_up(std::span<const uint8_t> dgram,
   flow.bytes_up += sent;
   flow.last_seen = wall;
   if (flow.first_seen == std::chrono::system_clock::time_point{}) flow.first_seen = wall;
-  co_return true;
+  co_return count_moved(true, sent);
 }
 
 asio::awaitable<void> UdpAssociation::upstream_loop(udp::socket& sock) {
@@ -368,6 +390,7 @@ asio::awaitable<void> UdpAssociation::upstream_loop(udp::socket& sock) {
       ++flow->second.datagrams_down;
       flow->second.bytes_down += n;
       flow->second.last_seen = wall;
+      if (!count_moved(false, n)) co_return;
     }
   }
 }
@@ -491,6 +514,7 @@ asio::awaitable<CloseReason> UdpAssociation::run(asio::ip::tcp::socket& control)
     t.expires_after(std::chrono::milliseconds(1));
     co_await t.async_wait(kUse);
   }
+  if (quota_used_up_) co_return CloseReason::kLimitQuota;
   co_return r.index() == 1 ? CloseReason::kIdleTimeout : CloseReason::kClientClosed;
 }
 

@@ -45,6 +45,8 @@
 
 namespace socksgate::gateway {
 
+class FlowLimiter;
+
 // GSS-API (RFC 1961 section 5): every datagram both ways is one gss_wrap token of the whole
 // UDP request/reply (header and data), framed `01 03 LEN TOKEN`. A datagram that does not
 // verify, or has the wrong protection, is dropped and counted (`unverified`): a forged
@@ -68,6 +70,11 @@ struct UdpSettings {
   const std::map<std::string, HostAddresses, std::less<>>* egress = nullptr;
   DatagramProtection* protection = nullptr;  // GSS-API encapsulation; null = plain datagrams
   ByteTap tap_up, tap_down;                  // live byte counts (admin /sessions, metrics)
+  // The policy's per-user limits (bandwidth per session and per user, byte quotas) for each
+  // direction; null = none. UDP is never queued: a datagram the buckets cannot cover now is
+  // dropped (counted as "rate"); a used-up quota ends the association (limit:quota).
+  FlowLimiter* limit_up = nullptr;
+  FlowLimiter* limit_down = nullptr;
 };
 
 struct UdpCounters {
@@ -144,6 +151,9 @@ class UdpAssociation {
   asio::awaitable<std::optional<asio::ip::udp::endpoint>> destination_for(
       const socks5::Address& dst, uint16_t port);
   bool take(bool up, size_t bytes);
+  // Counts bytes that moved against the user's quotas; false (and the association ending with
+  // limit:quota) when one is used up.
+  bool count_moved(bool up, size_t bytes);
   void audit_denied_once(const socks5::Address& dst, uint16_t port, const policy::Decision& d);
   // The outbound socket for a destination of `dest`'s family from the source `egress` (or the
   // listener's external address) selects; opened on first use with its own reply loop. Null
@@ -169,6 +179,7 @@ class UdpAssociation {
   std::map<std::string, std::unique_ptr<asio::ip::udp::socket>> outs_;  // by source address
   int loops_ = 0;                                                       // reply loops still running
   bool closing_ = false;  // the association is ending (control connection closed or idle)
+  bool quota_used_up_ = false;
   UdpCounters counters_;
   std::map<asio::ip::udp::endpoint, UdpFlow> flows_;
   std::map<asio::ip::udp::endpoint, Decided> decisions_;

@@ -431,3 +431,48 @@ def test_udp_associate_and_bind_count_as_sessions(gateway_factory, target):
                          cmd=2)
     s.close()
     check_schema(gw)
+
+
+def test_udp_association_is_metered_by_quota_and_bandwidth(gateway_factory):
+    """UDP ASSOCIATE is not a way around the limits: datagrams count against the user's quota
+    (the association ends with limit:quota when it is used up) and the session's bandwidth
+    (UDP is never queued: what the bucket cannot cover is dropped, counted as "rate")."""
+    from test_agent import UdpEcho, udp_datagram
+    echo = UdpEcho()
+    try:
+        policy = limits_policy({"quota": {"day": 12000},
+                                "bandwidth": {"session": {"up": 4000}}})
+        policy["rules"][0]["commands"] = ["udp"]
+        gw = gateway_factory(config=limits_config("limits-state.json"), policy=policy)
+        ctl, (raddr, rport) = socks_connect(gw.addr(), "alice", gw.passwords["alice"],
+                                            "0.0.0.0", 0, cmd=3)
+        with ctl, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.settimeout(0.5)
+            # A burst of 10 x 1000 bytes: the 4000 B/s bucket (one second of burst) passes
+            # about four of them, the rest is dropped.
+            for _ in range(10):
+                u.sendto(udp_datagram("127.0.0.1", echo.port, b"a" * 1000), (raddr, rport))
+            echoed = 0
+            try:
+                while True:
+                    u.recvfrom(65535)
+                    echoed += 1
+            except socket.timeout:
+                pass
+            assert 3 <= echoed <= 5, echoed
+            # Up and down count against the 12000-byte quota (about 8000 used by now): paced
+            # within the bandwidth, a few more round trips use it up and the association ends.
+            for _ in range(10):
+                time.sleep(0.3)
+                try:
+                    u.sendto(udp_datagram("127.0.0.1", echo.port, b"b" * 1000), (raddr, rport))
+                except OSError:
+                    break
+            how, _ = wait_closed(ctl)
+        end = gw.wait_session_end(user="alice")
+        assert end["close_reason"] == "limit:quota"
+        assert end["bytes_up"] + end["bytes_down"] == 12000
+        assert end["udp"]["dropped"]["rate"] >= 5
+        check_schema(gw)
+    finally:
+        echo.close()
