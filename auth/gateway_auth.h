@@ -54,8 +54,8 @@ struct GatewayAuthSettings {
   std::string user;
   std::string password;
   // gssapi
-  std::string service;  // "rcmd@host" or a principal with '/'
-  std::string ccache;   // empty = the default ticket cache
+  std::string service;                         // "rcmd@host" or a principal with '/'
+  std::string ccache;                          // empty = the default ticket cache
   std::string protection = "confidentiality";  // | "integrity" | "none"
   bool channel_binding = true;
 };

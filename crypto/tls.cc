@@ -729,7 +729,8 @@ std::vector<uint8_t> TlsChannel::channel_binding() const {
   int md_nid = NID_undef;
   if (X509_get_signature_info(cert, &md_nid, nullptr, nullptr, nullptr) != 1) md_nid = NID_undef;
   const EVP_MD* md = nullptr;
-  if (md_nid != NID_undef && md_nid != NID_md5 && md_nid != NID_sha1) md = EVP_get_digestbynid(md_nid);
+  if (md_nid != NID_undef && md_nid != NID_md5 && md_nid != NID_sha1)
+    md = EVP_get_digestbynid(md_nid);
   if (md == nullptr) md = EVP_sha256();
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;

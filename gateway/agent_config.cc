@@ -200,9 +200,9 @@ void read_auth(const JsonSource& src, std::vector<Diagnostic>* diags, AgentConfi
     }
     if (auto p = r.string("protection", false)) {
       if (*p != "integrity" && *p != "confidentiality" && *p != "none") {
-        diags->push_back(src.at_value(
-            r.ptr("protection"),
-            "\"protection\" must be \"integrity\", \"confidentiality\" or \"none\""));
+        diags->push_back(
+            src.at_value(r.ptr("protection"),
+                         "\"protection\" must be \"integrity\", \"confidentiality\" or \"none\""));
       } else {
         a.protection = *p;
       }

@@ -630,7 +630,8 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
   } else {
     ObjectReader r(*src, Ptr("/policy"), &diags,
                    {"file", "inline", "dir", "revoke_grace_s", "comment"});
-    if (auto g = r.integer("revoke_grace_s", 0, 86400)) cfg->revoke_grace = std::chrono::seconds(*g);
+    if (auto g = r.integer("revoke_grace_s", 0, 86400))
+      cfg->revoke_grace = std::chrono::seconds(*g);
     std::string dir;
     if (auto d = r.string("dir", false)) {
       dir = resolve_path(path, *d);

@@ -135,7 +135,7 @@ struct Config {
   // before it is closed with reason "revoked" (a reload within the grace that allows it again
   // keeps it).
   std::chrono::seconds revoke_grace{0};
-  RunAsConfig run_as;       // who the gateway becomes after binding, when started as root
+  RunAsConfig run_as;  // who the gateway becomes after binding, when started as root
 
   const ListenerConfig* find_listener(std::string_view name) const;
 };

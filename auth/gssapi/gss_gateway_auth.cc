@@ -13,8 +13,8 @@
 namespace socksgate::auth::gssapi {
 namespace {
 
-constexpr OM_uint32 kRequestFlags =
-    GSS_C_MUTUAL_FLAG | GSS_C_REPLAY_FLAG | GSS_C_SEQUENCE_FLAG | GSS_C_INTEG_FLAG | GSS_C_CONF_FLAG;
+constexpr OM_uint32 kRequestFlags = GSS_C_MUTUAL_FLAG | GSS_C_REPLAY_FLAG | GSS_C_SEQUENCE_FLAG |
+                                    GSS_C_INTEG_FLAG | GSS_C_CONF_FLAG;
 
 // What one session's establishment holds across pool calls; shared with the pool tasks so that
 // a session torn down mid-call leaves them nothing dangling.
@@ -184,10 +184,10 @@ asio::awaitable<std::error_code> GssGatewayAuth::authenticate(crypto::Channel& c
     outcome->rejected = true;
     // The gateway judges realm, name mapping and channel binding once the context is up, and
     // the level after that: its abort here can be any of them.
-    outcome->detail = "the gateway refused the sign-on after Kerberos authentication (realm, "
-                      "channel binding or protection level " +
-                      std::string(level_name(settings_.level)) +
-                      "; the gateway's audit log has the reason)";
+    outcome->detail =
+        "the gateway refused the sign-on after Kerberos authentication (realm, "
+        "channel binding or protection level " +
+        std::string(level_name(settings_.level)) + "; the gateway's audit log has the reason)";
     co_return std::error_code{};
   }
   if (type != MessageType::kProtection) {
