@@ -11,6 +11,10 @@
 //   byte of that token or of anything after it is handed out, and the channel stays failed.
 // - plain_socket() is null: the relay must copy, never splice.
 //
+// Per-message protection is RFC 4121 computed with OpenSSL (crypto::CfxProtector) whenever the
+// context's enctype allows it, which is far faster than MIT's built-in crypto; other contexts
+// keep gss_wrap/gss_unwrap. Either way the tokens on the wire are the same standard ones.
+//
 // The framing is injected (auth/gssapi provides RFC 1961's `01 03 LEN TOKEN`) so that crypto/
 // does not depend on auth/. One GssChannel per session; all calls on the session's executor.
 // The inner channel must outlive this one.
@@ -20,6 +24,7 @@
 
 #include "crypto/channel.h"
 #include "crypto/gss.h"
+#include "crypto/gss_cfx.h"
 
 namespace socksgate::crypto {
 
@@ -58,8 +63,13 @@ class TokenFraming {
 class GssChannel final : public Channel {
  public:
   // `confidentiality`: the agreed level (true = every token encrypted, false = integrity only).
+  // `tokens_unwrapped`: how many Wrap tokens were already gss_unwrapped on the context (the
+  // RFC 1961 protection-level message: 1, or 0 in NEC mode). `use_openssl` = false keeps MIT's
+  // gss_wrap/gss_unwrap for every context (tests compare both).
   GssChannel(Channel& inner, std::shared_ptr<GssContext> context, bool confidentiality,
-             std::shared_ptr<const TokenFraming> framing);
+             std::shared_ptr<const TokenFraming> framing, uint64_t tokens_unwrapped,
+             bool use_openssl = true);
+  ~GssChannel() override;
 
   asio::awaitable<std::error_code> write_all(std::span<const uint8_t> data) override;
   std::error_code shutdown_send() override { return inner_.shutdown_send(); }
@@ -78,6 +88,8 @@ class GssChannel final : public Channel {
   std::error_code failure() const { return failure_; }
   const std::string& failure_detail() const { return failure_detail_; }
   size_t max_chunk() const { return max_chunk_; }
+  // The enctype whose tokens OpenSSL computes, or 0 when MIT's gss_wrap/gss_unwrap do.
+  int32_t openssl_enctype() const;
 
   // Wraps/unwraps one stream message without I/O. Returns false and records the failure (the
   // channel is then failed) when the token does not verify or has the wrong conf_state.
@@ -102,6 +114,7 @@ class GssChannel final : public Channel {
   std::shared_ptr<GssContext> context_;
   bool conf_;
   std::shared_ptr<const TokenFraming> framing_;
+  std::unique_ptr<CfxProtector> cfx_;  // null: MIT does the per-message work
   size_t max_chunk_ = 0;
   std::vector<uint8_t> raw_;    // frames read but not yet unwrapped
   std::vector<uint8_t> plain_;  // unwrapped bytes not yet handed out

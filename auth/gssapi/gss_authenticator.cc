@@ -86,6 +86,21 @@ std::optional<size_t> realm_at(const std::string& principal) {
 
 }  // namespace
 
+asio::awaitable<std::error_code> read_rfc1961_message(crypto::Channel& channel, MessageType* type,
+                                                      std::vector<uint8_t>* token) {
+  co_return co_await channel.read_message(
+      [type, token](std::span<const uint8_t> in, size_t* consumed) {
+        MessageView m;
+        std::error_code e = parse_message(in, &m, consumed);
+        if (!e) {
+          *type = m.type;
+          token->assign(m.token.begin(), m.token.end());
+        }
+        return e;
+      },
+      kMaxMessageSize);
+}
+
 void Rfc1961Framing::append_frame(std::span<const uint8_t> token, std::vector<uint8_t>* out) const {
   append_message(MessageType::kEncapsulated, token, out);
 }
@@ -230,17 +245,7 @@ asio::awaitable<std::error_code> GssAuthenticator::authenticate(crypto::Channel&
   std::vector<uint8_t> token;
   std::string protocol_error;
   auto read = [&]() -> asio::awaitable<std::error_code> {
-    std::error_code ec = co_await channel.read_message(
-        [&](std::span<const uint8_t> in, size_t* consumed) {
-          MessageView m;
-          std::error_code e = parse_message(in, &m, consumed);
-          if (!e) {
-            type = m.type;
-            token.assign(m.token.begin(), m.token.end());
-          }
-          return e;
-        },
-        kMaxMessageSize);
+    std::error_code ec = co_await read_rfc1961_message(channel, &type, &token);
     if (!ec) co_return ec;
     if (ec.category() == rfc1961_category() || ec == crypto::ChannelErrc::kMessageTooLarge) {
       protocol_error = ec.message();
@@ -413,7 +418,8 @@ asio::awaitable<std::error_code> GssAuthenticator::authenticate(crypto::Channel&
   outcome->identity.protection = std::string(level_name(*granted));
   if (*granted != Level::kNone) {
     outcome->channel = std::make_unique<crypto::GssChannel>(
-        channel, std::move(context), *granted == Level::kConfidentiality, backend_->framing());
+        channel, std::move(context), *granted == Level::kConfidentiality, backend_->framing(),
+        /*tokens_unwrapped=*/cfg.nec ? 0 : 1);
   }
   co_return std::error_code{};
 }

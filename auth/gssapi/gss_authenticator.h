@@ -50,6 +50,12 @@ class Rfc1961Framing final : public crypto::TokenFraming {
                               size_t* consumed) const override;
 };
 
+// Reads one whole RFC 1961 message (any MTYP, abort included) from `channel` into *type and
+// *token. Errors: the channel's (EOF, timeout...), Rfc1961Errc for a malformed message,
+// crypto::ChannelErrc::kMessageTooLarge. Both ends of the method (gateway and agent) use it.
+asio::awaitable<std::error_code> read_rfc1961_message(crypto::Channel& channel, MessageType* type,
+                                                      std::vector<uint8_t>* token);
+
 // The keys of a FILE: keytab copied into a process-private MEMORY: keytab, so that the file is
 // read exactly once, when the configuration is loaded (before any privilege drop; a changed
 // file takes effect on reload). Closing the last handle destroys the copy.

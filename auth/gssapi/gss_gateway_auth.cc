@@ -104,19 +104,7 @@ asio::awaitable<std::error_code> GssGatewayAuth::authenticate(crypto::Channel& c
   };
   MessageType type = MessageType::kAbort;
   std::vector<uint8_t> token;
-  auto read = [&]() -> asio::awaitable<std::error_code> {
-    co_return co_await channel.read_message(
-        [&](std::span<const uint8_t> in, size_t* consumed) {
-          MessageView m;
-          std::error_code e = parse_message(in, &m, consumed);
-          if (!e) {
-            type = m.type;
-            token.assign(m.token.begin(), m.token.end());
-          }
-          return e;
-        },
-        kMaxMessageSize);
-  };
+  auto read = [&]() { return read_rfc1961_message(channel, &type, &token); };
 
   // Context establishment (RFC 1961 section 3).
   InitStep step;
@@ -221,7 +209,7 @@ asio::awaitable<std::error_code> GssGatewayAuth::authenticate(crypto::Channel& c
     auto context = std::make_shared<crypto::GssContext>(std::move(st->context));
     outcome->channel = std::make_unique<crypto::GssChannel>(
         channel, std::move(context), granted == Level::kConfidentiality,
-        std::make_shared<const Rfc1961Framing>());
+        std::make_shared<const Rfc1961Framing>(), /*tokens_unwrapped=*/1);
   }
   co_return std::error_code{};
 }

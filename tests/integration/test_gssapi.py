@@ -117,6 +117,36 @@ def test_connect_echo(gss_gateway, krb_env, echo_server, level):
 
 
 @pytest.mark.parametrize("level", [LEVEL_INTEG, LEVEL_CONF])
+def test_enctype_left_to_the_gss_library(gss_gateway, krb_env, echo_server, monkeypatch,
+                                         level):
+    # socksgate computes aes*-cts-hmac-sha1-96 Wrap tokens with OpenSSL and leaves any other
+    # enctype to MIT's gss_wrap/gss_unwrap: a session key of aes256-cts-hmac-sha384-192
+    # (RFC 8009) must work just the same, both ways, at both levels.
+    sha2 = "aes256-cts-hmac-sha384-192"
+    conf = krb_env.dir / "krb5.sha2.conf"
+    conf.write_text(krb_env.krb5_conf_text(default_tkt_enctypes=sha2, default_tgs_enctypes=sha2))
+    monkeypatch.setenv("KRB5_CONFIG", str(conf))
+    env = krb_env.env(ccache="alice-sha2", krb5_conf=conf)
+    krb_env.run(["kinit", f"alice@{REALM}"], input=krb_env.users["alice"] + "\n", env=env)
+    assert "aes256-cts-hmac-sha384-192" in krb_env.run(["klist", "-e"], env=env).stdout
+    gw = gss_gateway("integrity" if level == LEVEL_INTEG else "confidentiality")
+    c = GssSocksClient(gw.addr("main"), krb_env.ccache_path("alice-sha2"))
+    try:
+        assert c.connect(request("127.0.0.1", echo_server.port), level) == 0
+        payload = os.urandom(100000)
+        c.send(payload)
+        assert c.recv_plain(len(payload)) == payload
+    finally:
+        c.close()
+    rec = gw.wait_session_end(method="gssapi")
+    assert rec["user"] == "alice" and rec["bytes_up"] == len(payload)
+    assert rec["protection"] == ("integrity" if level == LEVEL_INTEG else "confidentiality")
+    # The service ticket's session key really is the sha2 one.
+    assert "Etype (skey, tkt): aes256-cts-hmac-sha384-192" in \
+        krb_env.run(["klist", "-e"], env=env).stdout
+
+
+@pytest.mark.parametrize("level", [LEVEL_INTEG, LEVEL_CONF])
 def test_connect_fetches_file(gss_gateway, krb_env, http_server, level):
     gw = gss_gateway("integrity" if level == LEVEL_INTEG else "confidentiality")
     c = alice(gw, krb_env)
