@@ -11,7 +11,11 @@
 //   gssbench speed      --level integrity|confidentiality [--duration S]
 //                       (no network: gss_wrap/gss_unwrap between two contexts in this process,
 //                       the acceptor's key from KRB5_KTNAME; CPU time per GiB)
-// Common: --service NAME (host-based target name, default rcmd@localhost), --label TEXT.
+// Common: --service NAME (host-based target name, default rcmd@localhost), --label TEXT,
+//         --crypto mit|openssl: who computes the client's Wrap tokens once the context is up.
+//         mit = gss_wrap/gss_unwrap (libk5crypto); openssl = socksgate's own RFC 4121 code
+//         (crypto/gss_cfx.cc, the code the `socksgate agent` uses), only in a build inside the
+//         socksgate tree (GSSBENCH_CFX). Default: openssl where built, else mit.
 // Each run prints one JSON line on stdout.
 //
 // Credentials: the default credential cache (KRB5CCNAME), copied at start into a private
@@ -51,6 +55,9 @@
 #include <vector>
 
 #include "bench_util.h"
+#ifdef GSSBENCH_CFX
+#include "crypto/gss_cfx.h"
+#endif
 
 namespace {
 
@@ -73,6 +80,11 @@ struct Options {
   bool upload = false;
   std::vector<pid_t> pids;
   std::string label;
+#ifdef GSSBENCH_CFX
+  bool openssl = true;
+#else
+  bool openssl = false;
+#endif
 };
 
 [[noreturn]] void usage(const std::string& why) {
@@ -131,6 +143,13 @@ Options parse(int argc, char** argv) {
       }
     } else if (k == "--label") {
       o.label = val();
+    } else if (k == "--crypto") {
+      std::string c = val();
+      if (c != "mit" && c != "openssl") usage("--crypto mit|openssl");
+      o.openssl = c == "openssl";
+#ifndef GSSBENCH_CFX
+      if (o.openssl) usage("--crypto openssl needs gssbench built inside the socksgate tree");
+#endif
     } else {
       usage("unknown option " + k);
     }
@@ -246,13 +265,26 @@ class Conn {
       return fail(io_error("method selection"), err);
     if (b[0] != 0x05 || b[1] != 0x01) return fail("the proxy did not select method 01", err);
     if (!c->establish(gss, err) || !c->negotiate(err)) return nullptr;
-    // The size limit for our level: every token, header included, within LEN's 65535.
-    OM_uint32 minor = 0, max_in = 0;
-    OM_uint32 major =
-        gss_wrap_size_limit(&minor, c->ctx_, c->level_ == 2, GSS_C_QOP_DEFAULT, kMaxToken, &max_in);
-    if (GSS_ERROR(major) || max_in == 0)
-      return fail(gss_error("gss_wrap_size_limit", major, minor), err);
-    c->max_in_ = max_in;
+#ifdef GSSBENCH_CFX
+    if (o.openssl) {
+      // The context goes to socksgate's RFC 4121 code; MIT verified one token (the level).
+      socksgate::crypto::GssContext owned;
+      *owned.out() = std::exchange(c->ctx_, GSS_C_NO_CONTEXT);
+      std::string why;
+      c->cfx_ = socksgate::crypto::CfxProtector::take_over(owned, 1, &why);
+      if (c->cfx_ == nullptr) return fail("--crypto openssl: " + why, err);
+      c->max_in_ = kMaxToken - c->cfx_->overhead(c->level_ == 2);
+    }
+#endif
+    if (c->max_in_ == 0) {
+      // The size limit for our level: every token, header included, within LEN's 65535.
+      OM_uint32 minor = 0, max_in = 0;
+      OM_uint32 major = gss_wrap_size_limit(&minor, c->ctx_, c->level_ == 2, GSS_C_QOP_DEFAULT,
+                                            kMaxToken, &max_in);
+      if (GSS_ERROR(major) || max_in == 0)
+        return fail(gss_error("gss_wrap_size_limit", major, minor), err);
+      c->max_in_ = max_in;
+    }
     const uint8_t req[10] = {0x05,
                              0x01,
                              0x00,
@@ -275,6 +307,23 @@ class Conn {
     out_.clear();
     while (n > 0) {
       size_t k = std::min<size_t>(n, max_in_);
+#ifdef GSSBENCH_CFX
+      if (cfx_ != nullptr) {
+        // Header first, then the token straight into the send buffer.
+        const size_t len = k + cfx_->overhead(level_ == 2);
+        const uint8_t h[4] = {kVer, kMtypData, static_cast<uint8_t>(len >> 8),
+                              static_cast<uint8_t>(len & 0xff)};
+        out_.insert(out_.end(), h, h + 4);
+        std::string why;
+        if (!cfx_->wrap(level_ == 2, {p, k}, &out_, &why)) {
+          *err = "wrap: " + why;
+          return false;
+        }
+        p += k;
+        n -= k;
+        continue;
+      }
+#endif
       OM_uint32 minor = 0;
       int conf = 0;
       gss_buffer_desc in{k, const_cast<uint8_t*>(p)}, tok = GSS_C_EMPTY_BUFFER;
@@ -424,6 +473,23 @@ class Conn {
       *err = "unexpected message type " + std::to_string(mtyp) + " instead of 03";
       return false;
     }
+#ifdef GSSBENCH_CFX
+    if (cfx_ != nullptr) {
+      plain_.clear();
+      plain_pos_ = 0;
+      bool conf = false;
+      auto r = cfx_->unwrap(tok_, socksgate::crypto::CfxProtector::Order::kStream, &plain_, &conf);
+      if (r != socksgate::crypto::CfxProtector::Result::kOk) {
+        *err = std::string("unwrap: ") + socksgate::crypto::CfxProtector::result_text(r);
+        return false;
+      }
+      if (conf != (level_ == 2) || plain_.empty()) {
+        *err = "a token with the wrong protection, or empty, from the proxy";
+        return false;
+      }
+      return true;
+    }
+#endif
     OM_uint32 minor = 0;
     int conf = 0;
     gss_qop_t qop = 0;
@@ -529,6 +595,9 @@ class Conn {
   int fd_ = -1;
   int level_ = 0;
   gss_ctx_id_t ctx_ = GSS_C_NO_CONTEXT;
+#ifdef GSSBENCH_CFX
+  std::unique_ptr<socksgate::crypto::CfxProtector> cfx_;
+#endif
   size_t max_in_ = 0;
   std::vector<uint8_t> in_;  // socket receive buffer
   size_t in_pos_ = 0, in_len_ = 0;
@@ -539,9 +608,11 @@ class Conn {
 };
 
 void print_head(const Options& o) {
-  std::printf("{\"scenario\": \"%s\", \"label\": \"%s\", \"proxy\": \"%s\", \"level\": \"%s\"",
-              o.scenario.c_str(), json_escape(o.label).c_str(), o.proxy_text.c_str(),
-              level_name(o.level));
+  std::printf(
+      "{\"scenario\": \"%s\", \"label\": \"%s\", \"proxy\": \"%s\", \"level\": \"%s\", "
+      "\"crypto\": \"%s\"",
+      o.scenario.c_str(), json_escape(o.label).c_str(), o.proxy_text.c_str(), level_name(o.level),
+      o.openssl ? "openssl" : "mit");
 }
 
 int print_error(const Options& o, const std::string& err) {
@@ -746,7 +817,42 @@ int speed(const Options& o, const Gss& gss) {
   const auto dur =
       std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.duration_s));
   std::string err;
-  while (Clock::now() < t0 + dur) {
+#ifdef GSSBENCH_CFX
+  if (o.openssl) {
+    // Both contexts to socksgate's RFC 4121 code; same message size as MIT's run.
+    using socksgate::crypto::CfxProtector;
+    socksgate::crypto::GssContext i_owned, a_owned;
+    *i_owned.out() = std::exchange(ictx, GSS_C_NO_CONTEXT);
+    *a_owned.out() = std::exchange(actx, GSS_C_NO_CONTEXT);
+    std::string why;
+    auto iw = CfxProtector::take_over(i_owned, 0, &why);
+    auto aw = iw ? CfxProtector::take_over(a_owned, 0, &why) : nullptr;
+    if (aw == nullptr) {
+      cleanup();
+      return print_error(o, "--crypto openssl: " + why);
+    }
+    std::vector<uint8_t> tok, out;
+    while (Clock::now() < t0 + dur) {
+      tok.clear();
+      out.clear();
+      bool conf = false;
+      double c0 = thread_cpu_seconds();
+      bool ok = iw->wrap(conf_req, data, &tok, &why);
+      double c1 = thread_cpu_seconds();
+      auto r = ok ? aw->unwrap(tok, CfxProtector::Order::kStream, &out, &conf)
+                  : CfxProtector::Result::kMalformed;
+      double c2 = thread_cpu_seconds();
+      if (r != CfxProtector::Result::kOk || out.size() != data.size() || conf != (conf_req != 0)) {
+        err = ok ? std::string("unwrap: ") + CfxProtector::result_text(r) : "wrap: " + why;
+        break;
+      }
+      wrap_s += c1 - c0;
+      unwrap_s += c2 - c1;
+      ++tokens;
+    }
+  }
+#endif
+  while (!o.openssl && Clock::now() < t0 + dur) {
     gss_buffer_desc in{data.size(), data.data()}, tok = GSS_C_EMPTY_BUFFER,
                                                   out = GSS_C_EMPTY_BUFFER;
     int conf = 0;

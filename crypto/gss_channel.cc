@@ -206,6 +206,17 @@ asio::awaitable<std::error_code> GssChannel::write_all(std::span<const uint8_t> 
     // Several chunks per write to the socket, up to ~256 KiB, to keep syscalls few.
     while (!data.empty() && out_.size() < (size_t{256} << 10)) {
       size_t n = std::min(data.size(), max_chunk_);
+      if (cfx_ != nullptr) {
+        // Straight into the send buffer: no intermediate token copy.
+        framing_->append_frame_header(n + cfx_->overhead(conf_), &out_);
+        std::string why;
+        if (!cfx_->wrap(conf_, data.first(n), &out_, &why)) {
+          fail(GssErrc::kWrapFailed, why);
+          co_return failure_;
+        }
+        data = data.subspan(n);
+        continue;
+      }
       if (!wrap(data.first(n), &token)) co_return failure_;
       framing_->append_frame(token, &out_);
       data = data.subspan(n);

@@ -53,6 +53,8 @@ class TokenFraming {
   virtual size_t max_frame() const = 0;
   // Appends one frame carrying `token` to *out.
   virtual void append_frame(std::span<const uint8_t> token, std::vector<uint8_t>* out) const = 0;
+  // Appends only the header of a frame whose token (token_len bytes) the caller appends next.
+  virtual void append_frame_header(size_t token_len, std::vector<uint8_t>* out) const = 0;
   // ParseErrc::kNeedMore until a whole frame is in `in`; then *token (pointing into `in`) and
   // *consumed. Any other error: GssErrc::kUnexpectedMessage (a well-formed frame of another
   // kind, e.g. an abort) or kFramingError.

@@ -6,6 +6,7 @@
 
 #include <asio/error.hpp>
 #include <atomic>
+#include <cassert>
 #include <climits>
 #include <optional>
 #include <stdexcept>
@@ -103,6 +104,14 @@ asio::awaitable<std::error_code> read_rfc1961_message(crypto::Channel& channel, 
 
 void Rfc1961Framing::append_frame(std::span<const uint8_t> token, std::vector<uint8_t>* out) const {
   append_message(MessageType::kEncapsulated, token, out);
+}
+
+void Rfc1961Framing::append_frame_header(size_t token_len, std::vector<uint8_t>* out) const {
+  assert(token_len >= 1 && token_len <= kMaxTokenSize);
+  const uint8_t h[kHeaderSize] = {kVersion, static_cast<uint8_t>(MessageType::kEncapsulated),
+                                  static_cast<uint8_t>(token_len >> 8),
+                                  static_cast<uint8_t>(token_len & 0xFF)};
+  out->insert(out->end(), h, h + kHeaderSize);
 }
 
 std::error_code Rfc1961Framing::parse_frame(std::span<const uint8_t> in,

@@ -46,6 +46,7 @@ class Rfc1961Framing final : public crypto::TokenFraming {
   size_t max_token() const override { return kMaxTokenSize; }
   size_t max_frame() const override { return kMaxMessageSize; }
   void append_frame(std::span<const uint8_t> token, std::vector<uint8_t>* out) const override;
+  void append_frame_header(size_t token_len, std::vector<uint8_t>* out) const override;
   std::error_code parse_frame(std::span<const uint8_t> in, std::span<const uint8_t>* token,
                               size_t* consumed) const override;
 };
