@@ -78,7 +78,9 @@ bool derive(const Enctype& et, std::span<const uint8_t> base, uint32_t usage, ui
   return ok;
 }
 
-OSSL_PARAM cs3_params[] = {
+// RFC 3962's CBC-CTS is OpenSSL's CS3 variant, always with a zero IV.
+const uint8_t kZeroIv[16] = {};
+const OSSL_PARAM cs3_params[] = {
     OSSL_PARAM_construct_utf8_string(OSSL_CIPHER_PARAM_CTS_MODE, const_cast<char*>("CS3"), 0),
     OSSL_PARAM_construct_end()};
 
@@ -133,7 +135,6 @@ struct DirectionKeys {
               derive(*et, base, usage, 0x99, &kc);
     EVP_CIPHER* c = ok ? EVP_CIPHER_fetch(nullptr, et->cts_cipher, nullptr) : nullptr;
     cipher = c != nullptr ? EVP_CIPHER_CTX_new() : nullptr;
-    static const uint8_t kZeroIv[16] = {};
     ok = cipher != nullptr &&
          EVP_CipherInit_ex2(cipher, c, ke.data(), kZeroIv, encrypt ? 1 : 0, cs3_params) == 1;
     EVP_CIPHER_free(c);
@@ -144,7 +145,6 @@ struct DirectionKeys {
 
   // RFC 3962: AES-CBC-CTS (CS3) with a zero IV over the whole message, in one call.
   bool crypt(const uint8_t* in, size_t n, uint8_t* out) const {
-    static const uint8_t kZeroIv[16] = {};
     int outl = 0;
     return n >= 16 && n <= INT32_MAX &&
            EVP_CipherInit_ex2(cipher, nullptr, nullptr, kZeroIv, -1, cs3_params) == 1 &&

@@ -74,13 +74,14 @@ void GssChannel::fail(GssErrc e, std::string detail) {
   }
 }
 
-bool GssChannel::wrap(std::span<const uint8_t> plain, std::vector<uint8_t>* token) {
-  if (failure_) return false;
+bool GssChannel::append_wrapped(std::span<const uint8_t> plain, std::vector<uint8_t>* out,
+                                std::string* why) {
   if (cfx_ != nullptr) {
-    token->clear();
-    std::string why;
-    if (!cfx_->wrap(conf_, plain, token, &why)) {
-      fail(GssErrc::kWrapFailed, why);
+    // Header first, then the token straight into *out: no intermediate copy.
+    const size_t old = out->size();
+    framing_->append_frame_header(plain.size() + cfx_->overhead(conf_), out);
+    if (!cfx_->wrap(conf_, plain, out, why)) {
+      out->resize(old);
       return false;
     }
     return true;
@@ -88,60 +89,67 @@ bool GssChannel::wrap(std::span<const uint8_t> plain, std::vector<uint8_t>* toke
   OM_uint32 minor = 0;
   int conf_state = 0;
   gss_buffer_desc in = gss_view(plain);
-  GssBuffer out;
+  GssBuffer token;
   OM_uint32 major = gss_wrap(&minor, context_->get(), conf_ ? 1 : 0, GSS_C_QOP_DEFAULT, &in,
-                             &conf_state, out.get());
+                             &conf_state, token.get());
   if (GSS_ERROR(major)) {
-    fail(GssErrc::kWrapFailed, gss_status_text(major, minor));
+    *why = gss_status_text(major, minor);
     return false;
   }
-  if ((conf_state != 0) != conf_ || out.bytes().size() > framing_->max_token()) {
-    fail(GssErrc::kWrapFailed, "gss_wrap did not give the agreed protection within the bound");
+  if ((conf_state != 0) != conf_ || token.bytes().size() > framing_->max_token()) {
+    *why = "gss_wrap did not give the agreed protection within the bound";
     return false;
   }
-  token->assign(out.bytes().begin(), out.bytes().end());
+  framing_->append_frame(token.bytes(), out);
   return true;
+}
+
+std::error_code GssChannel::verify(std::span<const uint8_t> token, bool datagram,
+                                   std::vector<uint8_t>* plain, std::string* why) {
+  const size_t old = plain->size();
+  bool conf = false;
+  if (cfx_ != nullptr) {
+    auto order = datagram ? CfxProtector::Order::kDatagram : CfxProtector::Order::kStream;
+    CfxProtector::Result r = cfx_->unwrap(token, order, plain, &conf);
+    if (r != CfxProtector::Result::kOk) {
+      *why = CfxProtector::result_text(r);
+      return GssErrc::kUnwrapFailed;
+    }
+  } else {
+    OM_uint32 minor = 0;
+    int conf_state = 0;
+    gss_qop_t qop = 0;
+    gss_buffer_desc in = gss_view(token);
+    GssBuffer out;
+    OM_uint32 major = gss_unwrap(&minor, context_->get(), &in, out.get(), &conf_state, &qop);
+    // Any supplementary status (duplicate, old, unseq, gap) is an error for a stream: RFC 1961
+    // sessions ask for replay and sequence detection, and TCP never reorders. Datagrams may be
+    // lost or reordered, never duplicated.
+    const OM_uint32 tolerated = datagram ? GSS_S_GAP_TOKEN | GSS_S_UNSEQ_TOKEN : 0;
+    if (GSS_ERROR(major) || (GSS_SUPPLEMENTARY_INFO(major) & ~tolerated) != 0) {
+      *why = gss_status_text(major, minor);
+      return GssErrc::kUnwrapFailed;
+    }
+    conf = conf_state != 0;
+    plain->insert(plain->end(), out.bytes().begin(), out.bytes().end());
+  }
+  if (conf != conf_) {
+    // A token of the wrong level is taken back out before anyone could read it.
+    plain->resize(old);
+    *why = conf_ ? "an unencrypted token after agreeing on confidentiality"
+                 : "an encrypted token after agreeing on integrity";
+    return GssErrc::kProtectionMismatch;
+  }
+  return {};
 }
 
 bool GssChannel::unwrap(std::span<const uint8_t> token, std::vector<uint8_t>* plain) {
   if (failure_) return false;
-  if (cfx_ != nullptr) {
-    // A token of the wrong level is taken back out before anyone could read it.
-    bool conf = false;
-    size_t old = plain->size();
-    CfxProtector::Result r = cfx_->unwrap(token, CfxProtector::Order::kStream, plain, &conf);
-    if (r != CfxProtector::Result::kOk) {
-      fail(GssErrc::kUnwrapFailed, CfxProtector::result_text(r));
-      return false;
-    }
-    if (conf != conf_) {
-      plain->resize(old);
-      fail(GssErrc::kProtectionMismatch,
-           conf_ ? "an unencrypted token after agreeing on confidentiality"
-                 : "an encrypted token after agreeing on integrity");
-      return false;
-    }
-    return true;
-  }
-  OM_uint32 minor = 0;
-  int conf_state = 0;
-  gss_qop_t qop = 0;
-  gss_buffer_desc in = gss_view(token);
-  GssBuffer out;
-  OM_uint32 major = gss_unwrap(&minor, context_->get(), &in, out.get(), &conf_state, &qop);
-  // Any supplementary status (duplicate, old, unseq, gap) is an error for a stream: RFC 1961
-  // sessions ask for replay and sequence detection, and TCP never reorders.
-  if (major != GSS_S_COMPLETE) {
-    fail(GssErrc::kUnwrapFailed, gss_status_text(major, minor));
+  std::string why;
+  if (std::error_code ec = verify(token, /*datagram=*/false, plain, &why)) {
+    fail(static_cast<GssErrc>(ec.value()), std::move(why));
     return false;
   }
-  if ((conf_state != 0) != conf_) {
-    fail(GssErrc::kProtectionMismatch,
-         conf_ ? "an unencrypted token after agreeing on confidentiality"
-               : "an encrypted token after agreeing on integrity");
-    return false;
-  }
-  plain->insert(plain->end(), out.bytes().begin(), out.bytes().end());
   return true;
 }
 
@@ -151,74 +159,30 @@ bool GssChannel::open_datagram(std::span<const uint8_t> datagram, std::vector<ui
   if (framing_->parse_frame(datagram, &token, &consumed) || consumed != datagram.size()) {
     return false;
   }
-  if (cfx_ != nullptr) {
-    bool conf = false;
-    plain->clear();
-    if (cfx_->unwrap(token, CfxProtector::Order::kDatagram, plain, &conf) !=
-            CfxProtector::Result::kOk ||
-        conf != conf_) {
-      plain->clear();
-      return false;
-    }
-    return true;
-  }
-  OM_uint32 minor = 0;
-  int conf_state = 0;
-  gss_qop_t qop = 0;
-  gss_buffer_desc in = gss_view(token);
-  GssBuffer out;
-  OM_uint32 major = gss_unwrap(&minor, context_->get(), &in, out.get(), &conf_state, &qop);
-  const OM_uint32 tolerated = GSS_S_GAP_TOKEN | GSS_S_UNSEQ_TOKEN;
-  if (GSS_ERROR(major) || (GSS_SUPPLEMENTARY_INFO(major) & ~tolerated) != 0) return false;
-  if ((conf_state != 0) != conf_) return false;
-  plain->assign(out.bytes().begin(), out.bytes().end());
-  return true;
+  plain->clear();
+  std::string why;
+  return !verify(token, /*datagram=*/true, plain, &why);
 }
 
 bool GssChannel::seal_datagram(std::span<const uint8_t> plain, std::vector<uint8_t>* datagram) {
   if (plain.empty() || plain.size() > max_chunk_) return false;
-  if (cfx_ != nullptr) {
-    std::vector<uint8_t> token;
-    std::string why;
-    if (!cfx_->wrap(conf_, plain, &token, &why)) return false;
-    datagram->clear();
-    framing_->append_frame(token, datagram);
-    return true;
-  }
-  OM_uint32 minor = 0;
-  int conf_state = 0;
-  gss_buffer_desc in = gss_view(plain);
-  GssBuffer out;
-  OM_uint32 major = gss_wrap(&minor, context_->get(), conf_ ? 1 : 0, GSS_C_QOP_DEFAULT, &in,
-                             &conf_state, out.get());
-  if (GSS_ERROR(major) || (conf_state != 0) != conf_ || out.bytes().size() > framing_->max_token())
-    return false;
   datagram->clear();
-  framing_->append_frame(out.bytes(), datagram);
-  return true;
+  std::string why;
+  return append_wrapped(plain, datagram, &why);
 }
 
 asio::awaitable<std::error_code> GssChannel::write_all(std::span<const uint8_t> data) {
   if (failure_) co_return failure_;
-  std::vector<uint8_t> token;
   while (!data.empty()) {
     out_.clear();
     // Several chunks per write to the socket, up to ~256 KiB, to keep syscalls few.
     while (!data.empty() && out_.size() < (size_t{256} << 10)) {
       size_t n = std::min(data.size(), max_chunk_);
-      if (cfx_ != nullptr) {
-        // Straight into the send buffer: no intermediate token copy.
-        framing_->append_frame_header(n + cfx_->overhead(conf_), &out_);
-        std::string why;
-        if (!cfx_->wrap(conf_, data.first(n), &out_, &why)) {
-          fail(GssErrc::kWrapFailed, why);
-          co_return failure_;
-        }
-        data = data.subspan(n);
-        continue;
+      std::string why;
+      if (!append_wrapped(data.first(n), &out_, &why)) {
+        fail(GssErrc::kWrapFailed, std::move(why));
+        co_return failure_;
       }
-      if (!wrap(data.first(n), &token)) co_return failure_;
-      framing_->append_frame(token, &out_);
       data = data.subspan(n);
     }
     if (std::error_code ec = co_await inner_.write_all(out_)) co_return ec;

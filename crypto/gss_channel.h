@@ -93,9 +93,9 @@ class GssChannel final : public Channel {
   // The enctype whose tokens OpenSSL computes, or 0 when MIT's gss_wrap/gss_unwrap do.
   int32_t openssl_enctype() const;
 
-  // Wraps/unwraps one stream message without I/O. Returns false and records the failure (the
-  // channel is then failed) when the token does not verify or has the wrong conf_state.
-  bool wrap(std::span<const uint8_t> plain, std::vector<uint8_t>* token);
+  // Unwraps one stream message without I/O, appending its plaintext to *plain. Returns false
+  // and records the failure (the channel is then failed) when the token does not verify, is
+  // out of sequence or has the wrong conf_state.
   bool unwrap(std::span<const uint8_t> token, std::vector<uint8_t>* plain);
 
   // Datagrams (UDP ASSOCIATE): one framed token each. A datagram that is not exactly one
@@ -111,6 +111,13 @@ class GssChannel final : public Channel {
 
  private:
   void fail(GssErrc e, std::string detail);
+  // Appends one frame carrying the Wrap token of `plain` (at the agreed level) to *out; the
+  // one place tokens are made, for streams and datagrams. False with *why (and *out as it was).
+  bool append_wrapped(std::span<const uint8_t> plain, std::vector<uint8_t>* out, std::string* why);
+  // Verifies one token and appends its plaintext to *plain (nothing on failure, *why says
+  // what). Datagrams tolerate gaps and reordering, streams do not; neither tolerates replays.
+  std::error_code verify(std::span<const uint8_t> token, bool datagram, std::vector<uint8_t>* plain,
+                         std::string* why);
 
   Channel& inner_;
   std::shared_ptr<GssContext> context_;
