@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
@@ -309,19 +310,38 @@ class Conn {
       size_t k = std::min<size_t>(n, max_in_);
 #ifdef GSSBENCH_CFX
       if (cfx_ != nullptr) {
-        // Header first, then the token straight into the send buffer.
-        const size_t len = k + cfx_->overhead(level_ == 2);
-        const uint8_t h[4] = {kVer, kMtypData, static_cast<uint8_t>(len >> 8),
-                              static_cast<uint8_t>(len & 0xff)};
-        out_.insert(out_.end(), h, h + 4);
-        std::string why;
-        if (!cfx_->wrap(level_ == 2, {p, k}, &out_, &why)) {
-          *err = "wrap: " + why;
-          return false;
+        // As GssChannel::write_all(): equal tokens, in batches the AES lanes encrypt side by
+        // side, each header first and then the token straight into the send buffer.
+        const bool conf = level_ == 2;
+        const size_t tokens = socksgate::crypto::CfxProtector::tokens_for(conf, n, max_in_);
+        const size_t piece = (n + tokens - 1) / tokens;
+        while (n > 0) {
+          constexpr size_t kBatch = socksgate::crypto::CfxProtector::kBatch;
+          std::array<std::span<const uint8_t>, kBatch> batch;
+          std::array<size_t, kBatch> offsets;
+          size_t count = 0;
+          for (; count < kBatch && n > 0; ++count) {
+            k = std::min(piece, n);
+            batch[count] = {p, k};
+            p += k;
+            n -= k;
+            const size_t len = cfx_->token_size(conf, k);
+            const uint8_t h[4] = {kVer, kMtypData, static_cast<uint8_t>(len >> 8),
+                                  static_cast<uint8_t>(len & 0xff)};
+            out_.insert(out_.end(), h, h + 4);
+            offsets[count] = out_.size();
+            out_.resize(out_.size() + len);
+          }
+          std::array<uint8_t*, kBatch> dests;
+          for (size_t i = 0; i < count; ++i) dests[i] = out_.data() + offsets[i];
+          std::string why;
+          if (!cfx_->wrap_into(conf, std::span(batch).first(count), std::span(dests).first(count),
+                               &why)) {
+            *err = "wrap: " + why;
+            return false;
+          }
         }
-        p += k;
-        n -= k;
-        continue;
+        break;
       }
 #endif
       OM_uint32 minor = 0;
@@ -831,24 +851,36 @@ int speed(const Options& o, const Gss& gss) {
       cleanup();
       return print_error(o, "--crypto openssl: " + why);
     }
-    std::vector<uint8_t> tok, out;
+    // Full-size tokens in batches of kBatch, as the gateway's relay makes them.
+    constexpr size_t kBatch = CfxProtector::kBatch;
+    const size_t tok_len = iw->token_size(conf_req != 0, data.size());
+    std::vector<uint8_t> toks(kBatch * tok_len), out;
+    std::array<std::span<const uint8_t>, kBatch> plains;
+    std::array<uint8_t*, kBatch> dests;
+    for (size_t i = 0; i < kBatch; ++i) {
+      plains[i] = data;
+      dests[i] = toks.data() + i * tok_len;
+    }
     while (Clock::now() < t0 + dur) {
-      tok.clear();
-      out.clear();
       bool conf = false;
       double c0 = thread_cpu_seconds();
-      bool ok = iw->wrap(conf_req, data, &tok, &why);
+      bool ok = iw->wrap_into(conf_req != 0, plains, dests, &why);
       double c1 = thread_cpu_seconds();
-      auto r = ok ? aw->unwrap(tok, CfxProtector::Order::kStream, &out, &conf)
-                  : CfxProtector::Result::kMalformed;
+      auto r = ok ? CfxProtector::Result::kOk : CfxProtector::Result::kMalformed;
+      for (size_t i = 0; i < kBatch && r == CfxProtector::Result::kOk; ++i) {
+        out.clear();
+        r = aw->unwrap({dests[i], tok_len}, CfxProtector::Order::kStream, &out, &conf);
+        if (out.size() != data.size() || conf != (conf_req != 0))
+          r = CfxProtector::Result::kMalformed;
+      }
       double c2 = thread_cpu_seconds();
-      if (r != CfxProtector::Result::kOk || out.size() != data.size() || conf != (conf_req != 0)) {
+      if (r != CfxProtector::Result::kOk) {
         err = ok ? std::string("unwrap: ") + CfxProtector::result_text(r) : "wrap: " + why;
         break;
       }
       wrap_s += c1 - c0;
       unwrap_s += c2 - c1;
-      ++tokens;
+      tokens += kBatch;
     }
   }
 #endif

@@ -78,11 +78,28 @@ class CfxProtector {
   // The kerberos enctype number of the key in use (17 or 18).
   int32_t enctype() const { return enctype_; }
 
+  // Tokens wrap_into() encrypts side by side.
+  static constexpr size_t kBatch = 4;
+  // How many tokens of equal size to cut `n` plaintext bytes into, each at most `max_plain`:
+  // the fewest that fit, but with confidentiality at least kBatch (of 16 KiB or more) where
+  // `n` allows, and then a multiple of kBatch, so that every batch fills the AES lanes.
+  static size_t tokens_for(bool conf, size_t n, size_t max_plain);
+
+  // Bytes of the Wrap token of `n` plaintext bytes.
+  size_t token_size(bool conf, size_t n) const { return n + overhead(conf); }
+
   // Appends a Wrap token for `plain` to *token (conf: encrypted and integrity-protected;
   // otherwise integrity only). Returns false when the context has expired (*why says so) or
   // OpenSSL fails.
   bool wrap(bool conf, std::span<const uint8_t> plain, std::vector<uint8_t>* token,
             std::string* why);
+  // The Wrap tokens of several messages, in sequence-number order: plains[i]'s token goes to
+  // dests[i], which has room for token_size(conf, plains[i].size()) bytes. With
+  // confidentiality, groups of up to four tokens are encrypted side by side (AesCtsLanes), so
+  // a batch of four costs about what one token costs in AES; pass four or more where the data
+  // allows. All or nothing: on failure the sequence number has not moved.
+  bool wrap_into(bool conf, std::span<const std::span<const uint8_t>> plains,
+                 std::span<uint8_t* const> dests, std::string* why);
   // Verifies one Wrap token and appends its plaintext to *plain. *conf tells whether it was
   // encrypted. On any failure nothing is appended and the sequence state is unchanged.
   Result unwrap(std::span<const uint8_t> token, Order order, std::vector<uint8_t>* plain,

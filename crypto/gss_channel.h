@@ -2,9 +2,11 @@
 // GssChannel: a Channel whose every byte is GSS-API per-message protected, the encapsulation
 // RFC 1961 section 5 prescribes once a protection level is agreed.
 //
-// - write_all() cuts the data into chunks sized with gss_wrap_size_limit so that each wrapped
-//   token stays within the framing's token bound (65535), gss_wraps each with conf_req = the
-//   agreed level (integrity: FALSE, confidentiality: TRUE) and frames it.
+// - write_all() cuts the data into equal chunks of at most the gss_wrap_size_limit answer, so
+//   that each wrapped token stays within the framing's token bound (65535), wraps each with
+//   conf_req = the agreed level (integrity: FALSE, confidentiality: TRUE) and frames it. On
+//   OpenSSL, encrypted chunks come at least four at a time where the data allows
+//   (CfxProtector::tokens_for), since four tokens encrypt in the time of one.
 // - reads take whole frames from the inner channel, gss_unwrap each and hand out the plain
 //   bytes. A token that fails to unwrap (MIC or decryption failure, replay, reordering) or whose
 //   conf_state differs from the agreed level ends the channel: the read returns an error, no
@@ -111,9 +113,16 @@ class GssChannel final : public Channel {
 
  private:
   void fail(GssErrc e, std::string detail);
-  // Appends one frame carrying the Wrap token of `plain` (at the agreed level) to *out; the
-  // one place tokens are made, for streams and datagrams. False with *why (and *out as it was).
-  bool append_wrapped(std::span<const uint8_t> plain, std::vector<uint8_t>* out, std::string* why);
+  // Tokens per append_wrapped() call: what CfxProtector encrypts side by side.
+  static constexpr size_t kMaxBatch = CfxProtector::kBatch;
+  // Plaintext bytes per write to the inner channel.
+  static constexpr size_t kWriteBatch = size_t{256} << 10;
+
+  // Appends one frame per message (at most kMaxBatch), each carrying the Wrap token of that
+  // message at the agreed level, to *out; the one place tokens are made, for streams and
+  // datagrams. False with *why (and *out as it was).
+  bool append_wrapped(std::span<const std::span<const uint8_t>> plains, std::vector<uint8_t>* out,
+                      std::string* why);
   // Verifies one token and appends its plaintext to *plain (nothing on failure, *why says
   // what). Datagrams tolerate gaps and reordering, streams do not; neither tolerates replays.
   std::error_code verify(std::span<const uint8_t> token, bool datagram, std::vector<uint8_t>* plain,

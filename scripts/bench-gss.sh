@@ -358,6 +358,6 @@ for l in open(sys.argv[10]):
           f"MiB/s ({r['unwrap_cpu_s_per_gib']:.2f} CPU s/GiB).")
 for lvl in ("integrity", "confidentiality"):
     mc = sorted({r.get("max_chunk") for r in by.get(f"{lvl}|tp1", [])})
-    print(f"{lvl}: user bytes per token {mc}.")
+    print(f"{lvl}: largest user bytes per token {mc} (the relay cuts each read into equal tokens up to this size; with confidentiality at least four, of 16 KiB or more, when the read allows).")
 EOF
 }

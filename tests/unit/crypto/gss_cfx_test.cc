@@ -154,6 +154,37 @@ TEST_P(CfxTest, OurTokensVerifyInMit) {
   }
 }
 
+TEST_P(CfxTest, BatchedTokensVerifyInMitInOrder) {
+  // wrap_into() encrypts up to four tokens side by side: each must still be its own standard
+  // token with the next sequence number. Batches of one to six, unequal sizes (the lanes end
+  // at different blocks, and beyond four a second group starts).
+  for (bool conf : {true, false}) {
+    for (size_t count = 1; count <= 6; ++count) {
+      std::vector<std::vector<uint8_t>> plains;
+      for (size_t i = 0; i < count; ++i)
+        plains.push_back(
+            pattern(kSizes[1 + (count * 5 + i * 3) % 13] + i, static_cast<uint8_t>(i)));
+      std::vector<std::span<const uint8_t>> views(plains.begin(), plains.end());
+      std::vector<std::vector<uint8_t>> tokens;
+      std::vector<uint8_t*> dests;
+      for (const auto& p : plains) tokens.emplace_back(ours_->token_size(conf, p.size()));
+      for (auto& t : tokens) dests.push_back(t.data());
+      const uint64_t seq = ours_->send_seq();
+      std::string why;
+      ASSERT_TRUE(ours_->wrap_into(conf, views, dests, &why)) << why;
+      EXPECT_EQ(ours_->send_seq(), seq + count);
+      for (size_t i = 0; i < count; ++i) {
+        std::vector<uint8_t> got;
+        bool got_conf = false;
+        EXPECT_EQ(mit_unwrap(mit(), tokens[i], &got, &got_conf), GSS_S_COMPLETE)
+            << "batch of " << count << ", token " << i << ", conf " << conf;
+        EXPECT_EQ(got, plains[i]);
+        EXPECT_EQ(got_conf, conf);
+      }
+    }
+  }
+}
+
 TEST_P(CfxTest, MitTokensVerifyInOurs) {
   for (bool conf : {true, false}) {
     for (size_t n : kSizes) {
