@@ -302,6 +302,22 @@ struct Server::Impl {
     }
   }
 
+  // Rules with "when" windows allow a session only while the clock is inside one. Windows are
+  // whole minutes (in zones whose offsets are whole minutes), so just after every minute
+  // boundary running sessions are decided again, as after a reload: those no rule allows any
+  // more close with reason "revoked" (after policy.revoke_grace_s).
+  asio::awaitable<void> window_clock() {
+    asio::steady_timer t(control);
+    for (;;) {
+      const auto now = std::chrono::system_clock::now();
+      const auto next = std::chrono::floor<std::chrono::minutes>(now) + std::chrono::minutes(1);
+      t.expires_after(next - now + kWindowCheckDelay);
+      auto [ec] = co_await t.async_wait(kUse);
+      if (ec || stopping) co_return;
+      if (state.snapshot.load()->policy->uses_time_windows()) state.sessions.recheck_all();
+    }
+  }
+
   asio::awaitable<void> signal_loop() {
     for (;;) {
       auto [ec, sig] = co_await signals.async_wait(kUse);
@@ -344,6 +360,7 @@ struct Server::Impl {
     for (auto& io : ios) threads.emplace_back([&io] { io->run(); });
     asio::co_spawn(control, signal_loop(), asio::detached);
     if (!state_file.empty()) asio::co_spawn(control, limits_saver(), asio::detached);
+    asio::co_spawn(control, window_clock(), asio::detached);
     log::info("socksgate ready: ", ios.size(), " I/O threads, config ",
               opts.config_path.empty() ? "<embedded>" : opts.config_path);
     // Signals were blocked before any thread started (main.cc): take them here, on the
@@ -386,6 +403,9 @@ struct Server::Impl {
   std::string state_file;  // limits.state_file as started (a reload does not move it)
   bool limits_save_failing = false;
   static constexpr auto kLimitsSaveInterval = std::chrono::seconds(2);
+  // How long after a minute boundary the time windows are applied (timers may fire early by
+  // the clock's granularity; this keeps the check on the new minute).
+  static constexpr auto kWindowCheckDelay = std::chrono::milliseconds(50);
 };
 
 Server::Server(Snapshot initial, ServerOptions opts)

@@ -775,22 +775,35 @@ void Session::recheck() {
     reason = "the user is no longer in the password file";
   }
   if (allowed) {
-    policy::Decision d;
-    if (request_.command == static_cast<uint8_t>(socks5::Command::kUdpAssociate) ||
-        request_.command == static_cast<uint8_t>(socks5::Command::kUdpInStream)) {
-      d = snap->policy->decide_any_destination(decision_request(policy::Command::kUdpAssociate));
+    const bool udp = request_.command == static_cast<uint8_t>(socks5::Command::kUdpAssociate) ||
+                     request_.command == static_cast<uint8_t>(socks5::Command::kUdpInStream);
+    policy::DecisionRequest req;
+    if (udp) {
+      req = decision_request(policy::Command::kUdpAssociate);
     } else {
       bool bind = request_.command == static_cast<uint8_t>(socks5::Command::kBind);
-      policy::DecisionRequest req =
-          decision_request(bind ? policy::Command::kBind : policy::Command::kConnect);
+      req = decision_request(bind ? policy::Command::kBind : policy::Command::kConnect);
       req.port = request_.port;
       if (request_.dst.type == socks5::AddressType::kDomain) req.host = request_.dst.domain;
       if (rec_.remote) req.address = to_policy_address(rec_.remote->address());
-      d = snap->policy->decide(req);
     }
+    policy::Decision d =
+        udp ? snap->policy->decide_any_destination(req) : snap->policy->decide(req);
     allowed = d.allowed();
     rule_id = d.rule_id;
     reason = d.reason;
+    if (!allowed && !udp && !rec_.rule_id.empty()) {
+      // Say why the rule that let the session in no longer does ("when: Fri 18:00
+      // Europe/Berlin is outside mon-fri 08:00-18:00", "users: bob not in [alice]", ...).
+      std::vector<policy::TraceStep> trace;
+      snap->policy->decide(req, &trace);
+      for (const policy::TraceStep& step : trace) {
+        if (step.rule_id == rec_.rule_id && !step.matched && !step.detail.empty()) {
+          reason = "rule " + rec_.rule_id + " no longer matches (" + step.detail + "); " + reason;
+          break;
+        }
+      }
+    }
   }
   if (allowed) {
     // A later reload allowed it again within the grace: it goes on.

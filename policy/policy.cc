@@ -470,6 +470,11 @@ bool Policy::uses_quotas() const {
                      [](const Rule& r) { return r.limits.quota(); });
 }
 
+bool Policy::uses_time_windows() const {
+  return impl_ && std::any_of(impl_->rules.begin(), impl_->rules.end(),
+                              [](const Rule& r) { return r.when.has_value(); });
+}
+
 std::vector<std::string> Policy::egress_names() const {
   std::vector<std::string> out;
   if (!impl_) return out;

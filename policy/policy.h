@@ -169,6 +169,9 @@ class Policy {
   size_t rule_count() const;
   // True if some rule sets a byte quota ("limits": {"quota": ...}).
   bool uses_quotas() const;
+  // True if some rule has "when" windows: what it allows changes as the clock moves, so the
+  // gateway re-checks running sessions at every minute boundary.
+  bool uses_time_windows() const;
   // Every distinct "egress" the rules name (the gateway resolves them at load time).
   std::vector<std::string> egress_names() const;
   size_t client_rule_count() const;

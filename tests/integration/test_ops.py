@@ -573,6 +573,55 @@ def test_reload_removing_user_from_password_file_revokes(gateway, echo_server):
     assert "revoked_rule" not in rec
 
 
+def test_time_window_closing_revokes_running_sessions(gateway_factory, echo_server):
+    """A rule with "when" passes alice only during the current UTC minute; bob's rule has no
+    window. Just after the minute ends alice's running session closes as `revoked`, its record
+    saying which window closed; bob's session goes on."""
+    now = datetime.now(timezone.utc)
+    if now.second >= 45:  # leave time to connect inside the window
+        time.sleep(61 - now.second)
+        now = datetime.now(timezone.utc)
+    start = now.replace(second=0, microsecond=0)
+    end_minute = start.hour * 60 + start.minute + 1
+    end = "24:00" if end_minute == 24 * 60 else f"{end_minute // 60:02d}:{end_minute % 60:02d}"
+    hours = f"{start:%H:%M}-{end}"
+    pol = default_policy()
+    pol["rules"] = [
+        {"id": "alice-this-minute", "action": "pass", "users": ["alice"], "to": ["127.0.0.0/8"],
+         "when": [{"hours": hours, "tz": "UTC"}]},
+        {"id": "bob-local", "action": "pass", "users": ["bob"], "to": ["127.0.0.0/8"]},
+        {"id": "deny-rest", "action": "block"},
+    ]
+    gw = gateway_factory(policy=pol)
+    a, _ = socks_connect(gw.addr("main"), "alice", gw.passwords["alice"], "127.0.0.1",
+                         echo_server.port)
+    b, _ = socks_connect(gw.addr("main"), "bob", gw.passwords["bob"], "127.0.0.1",
+                         echo_server.port)
+    try:
+        assert echo_roundtrip(a, b"inside") == b"inside"
+        left = (start.timestamp() + 60) - time.time()
+        assert left > 1, "the test must connect well inside the window"
+        wait_closed(a, timeout=left + 15)
+        closed_after = time.time() - (start.timestamp() + 60)
+        assert closed_after >= 0, "closed before the window ended"
+        assert echo_roundtrip(b, b"no window") == b"no window"
+        rec = gw.wait_session_end(user="alice")
+        assert rec["close_reason"] == "revoked"
+        assert rec["revoked_rule"] == "deny-rest"
+        assert rec["revoked_reason"].startswith(
+            f"rule alice-this-minute no longer matches (when: "), rec["revoked_reason"]
+        assert f"UTC is outside every day {hours})" in rec["revoked_reason"], rec["revoked_reason"]
+        # A new session of alice's is refused too.
+        with pytest.raises(SocksError) as ei:
+            socks_connect(gw.addr("main"), "alice", gw.passwords["alice"], "127.0.0.1",
+                          echo_server.port)
+        assert ei.value.stage == "reply" and ei.value.data == 2
+    finally:
+        a.close()
+        b.close()
+    assert_audit_schema(gw.audit_lines())
+
+
 @pytest.mark.parametrize("breakage", ["unknown-key", "syntax", "bad-hash", "missing-policy-file"])
 def test_reload_broken_config_keeps_old(gateway, echo_server, breakage):
     add_dave(gateway)

@@ -150,6 +150,15 @@ TEST(TimeWindowTest, DaysRangesListsAndDefaults) {
   EXPECT_EQ(l.decide(at(utc(2026, 12, 2, 11, 59))).rule_id, "default-deny");  // Wed morning
 }
 
+TEST(TimeWindowTest, PolicySaysWhetherItHasWindows) {
+  // The gateway re-checks running sessions at each minute boundary only for such policies.
+  EXPECT_TRUE(load(rule_with_when(R"([{"days": ["sat"]}])")).uses_time_windows());
+  EXPECT_TRUE(load(R"({"defaults": {"when": [{"hours": "08:00-09:00"}]},
+                        "rules": [{"id": "d", "action": "pass"}]})")
+                  .uses_time_windows());
+  EXPECT_FALSE(load(R"({"rules": [{"id": "n", "action": "pass"}]})").uses_time_windows());
+}
+
 TEST(TimeWindowTest, AnyWindowMatches) {
   Policy p = load(rule_with_when(
       R"([{"days": ["mon-fri"], "hours": "08:00-12:00"}, {"days": ["sat"], "hours": "10:00-24:00"}])"));
