@@ -120,13 +120,16 @@ Miss check_identity(const CompiledPolicy& p, const Rule& rule, const DecisionReq
   return Miss::kNone;
 }
 
+// A rule without "when" is always open.
+bool window_open(const Rule& rule, std::chrono::system_clock::time_point t) {
+  return !rule.when || std::any_of(rule.when->begin(), rule.when->end(),
+                                   [&](const TimeWindow& w) { return w.contains(t); });
+}
+
 Miss check_rule(const CompiledPolicy& p, const Rule& rule, const DecisionRequest& r,
                 const Target& t) {
   if (Miss m = check_identity(p, rule, r); m != Miss::kNone) return m;
-  if (rule.when && std::none_of(rule.when->begin(), rule.when->end(),
-                                [&](const TimeWindow& w) { return w.contains(r.time); })) {
-    return Miss::kWhen;
-  }
+  if (!window_open(rule, r.time)) return Miss::kWhen;
   if (rule.min_protection != 0 && protection_level(r.protection) < rule.min_protection) {
     return Miss::kProtection;
   }
@@ -491,7 +494,9 @@ uint8_t Policy::required_protection(const DecisionRequest& r) const {
   bool any = false;
   uint8_t least = 2;
   for (const auto& rule : impl_->rules) {
-    if (rule.action != Action::kPass || check_identity(*impl_, rule, r) != Miss::kNone) continue;
+    if (rule.action != Action::kPass || check_identity(*impl_, rule, r) != Miss::kNone ||
+        !window_open(rule, r.time))
+      continue;
     any = true;
     least = std::min(least, rule.min_protection);
   }

@@ -156,11 +156,11 @@ class Policy {
 
   // The GSS-API protection this identity needs for any pass rule that could apply to it: the
   // least "min_protection" (1 integrity, 2 confidentiality; 0 none) among the pass rules whose
-  // identity selectors (users, groups, methods, listeners, from, client_certificate) match `r`.
-  // 0 when no such rule matches. The gateway grants at least this level in the RFC 1961
-  // subnegotiation, so a user whose every rule demands confidentiality gets it even when the
-  // client asks for integrity. Only user, groups, method, listener, client and
-  // client_certificate of `r` are read.
+  // identity selectors (users, groups, methods, listeners, from, client_certificate) match `r`
+  // and whose "when" windows are open at r.time. 0 when no such rule matches. The gateway grants
+  // at least this level in the RFC 1961 subnegotiation, so a user whose every rule demands
+  // confidentiality gets it even when the client asks for integrity. Only user, groups,
+  // method, listener, client, client_certificate and time of `r` are read.
   uint8_t required_protection(const DecisionRequest& r) const;
 
   // Groups the policy defines for `user` (from "groups").

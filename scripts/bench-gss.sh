@@ -267,17 +267,25 @@ done
 # BENCH_PERF=1: where the gateway spends its CPU in a 1-stream download at each GSS level
 # (perf record of the gateway's threads; report in the temp dir, top lines on stderr).
 if [[ ${BENCH_PERF:-0} == 1 ]] && command -v perf >/dev/null; then
-  for lvl in integrity confidentiality; do
+  for lvl in integrity confidentiality tls; do
     log "perf: gateway, $lvl download, 1 stream"
     perf record -q -g -o "$WORK/perf.$lvl.data" -p "$SG_PID" -- sleep "$TP_SECONDS" \
       >/dev/null 2>&1 &
     PERF_PID=$!
-    "$GB" throughput --proxy "127.0.0.1:$GSS_PORT" --level "$lvl" --port "$SOURCE" \
-      --duration "$TP_SECONDS" --label "perf" >/dev/null || true
+    if [[ $lvl == tls ]]; then
+      "$TB" throughput --proxy "127.0.0.1:$TLS_PORT" --ca "$CA" --port "$SOURCE" \
+        --duration "$TP_SECONDS" --label "perf" >/dev/null || true
+    else
+      "$GB" throughput --proxy "127.0.0.1:$GSS_PORT" --level "$lvl" --port "$SOURCE" \
+        --duration "$TP_SECONDS" --label "perf" >/dev/null || true
+    fi
     wait "$PERF_PID" || true
     perf report -q -i "$WORK/perf.$lvl.data" --no-children --sort dso --stdio -g none \
       2>/dev/null | grep -v '^$' >"$WORK/perf.$lvl.txt" || true
     head -6 "$WORK/perf.$lvl.txt" | cut -c1-60 >&2
+    # And the top symbols (kernel ones included), for the record in the temp dir.
+    perf report -q -i "$WORK/perf.$lvl.data" --no-children --sort dso,symbol --stdio -g none \
+      2>/dev/null | grep -v '^$' | head -40 >"$WORK/perf.$lvl.symbols.txt" || true
   done
 fi
 log "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

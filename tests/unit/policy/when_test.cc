@@ -159,6 +159,19 @@ TEST(TimeWindowTest, PolicySaysWhetherItHasWindows) {
   EXPECT_FALSE(load(R"({"rules": [{"id": "n", "action": "pass"}]})").uses_time_windows());
 }
 
+TEST(TimeWindowTest, SignOnProtectionCountsOnlyOpenWindows) {
+  // By day alice may use integrity; at any time confidentiality. A sign-on at night must ask
+  // for confidentiality: the day rule cannot apply then.
+  Policy p = load(R"({"rules": [
+      {"id": "day", "action": "pass", "users": ["alice"], "min_protection": "integrity",
+       "when": [{"hours": "08:00-18:00"}]},
+      {"id": "always", "action": "pass", "users": ["alice"], "min_protection": "confidentiality"}]})");
+  DecisionRequest day = at(utc(2026, 11, 27, 9, 0)), night = at(utc(2026, 11, 27, 22, 0));
+  day.method = night.method = "gssapi";
+  EXPECT_EQ(p.required_protection(day), 1);
+  EXPECT_EQ(p.required_protection(night), 2);
+}
+
 TEST(TimeWindowTest, AnyWindowMatches) {
   Policy p = load(rule_with_when(
       R"([{"days": ["mon-fri"], "hours": "08:00-12:00"}, {"days": ["sat"], "hours": "10:00-24:00"}])"));
