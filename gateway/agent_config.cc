@@ -27,6 +27,7 @@ using config_io::ObjectReader;
 using config_io::Ptr;
 using config_io::read_duration;
 using config_io::read_enum;
+using config_io::required_array;
 using config_io::resolve_path;
 using policy::Diagnostic;
 using policy::JsonSource;
@@ -40,15 +41,9 @@ bool is_loopback(const asio::ip::address& a) {
 
 void read_listen(const JsonSource& src, std::vector<Diagnostic>* diags, AgentConfig* cfg) {
   Ptr at("/listen");
-  if (!src.root().contains("listen")) {
-    diags->push_back(src.at_value(Ptr(), "missing required key \"listen\""));
-    return;
-  }
-  const auto& arr = src.root().at(at);
-  if (!arr.is_array() || arr.empty()) {
-    diags->push_back(src.at_value(at, "\"listen\" must be a non-empty array"));
-    return;
-  }
+  const nlohmann::json* listen = required_array(src, "listen", diags);
+  if (listen == nullptr) return;
+  const auto& arr = *listen;
   std::set<std::string> names;
   for (size_t i = 0; i < arr.size(); ++i) {
     ObjectReader r(src, at / i, diags, {"name", "address", "port", "comment"});

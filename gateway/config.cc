@@ -32,6 +32,7 @@ using config_io::ObjectReader;
 using config_io::read_duration;
 using config_io::read_enum;
 using config_io::read_file;
+using config_io::required_array;
 using config_io::resolve_path;
 using policy::Diagnostic;
 using policy::JsonSource;
@@ -195,15 +196,9 @@ void read_audit(const JsonSource& src, std::vector<Diagnostic>* diags, Config* c
 void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cfg,
                     bool have_userpass) {
   Ptr at("/listeners");
-  if (!src.root().contains("listeners")) {
-    diags->push_back(src.at_value(Ptr(), "missing required key \"listeners\""));
-    return;
-  }
-  const json& arr = src.root().at(at);
-  if (!arr.is_array() || arr.empty()) {
-    diags->push_back(src.at_value(at, "\"listeners\" must be a non-empty array"));
-    return;
-  }
+  const json* listeners = required_array(src, "listeners", diags);
+  if (listeners == nullptr) return;
+  const json& arr = *listeners;
   std::set<std::string> names;
   std::set<std::pair<std::string, uint16_t>> endpoints;
   for (size_t i = 0; i < arr.size(); ++i) {

@@ -127,6 +127,23 @@ class ObjectReader {
   bool ok_ = true;
 };
 
+// The top-level key `key`, which must be a non-empty array: nullptr, with a diagnostic, when it
+// is missing, of another type or empty.
+inline const nlohmann::json* required_array(const policy::JsonSource& src, const std::string& key,
+                                            std::vector<policy::Diagnostic>* diags) {
+  if (!src.root().contains(key)) {
+    diags->push_back(src.at_value(Ptr(), "missing required key \"" + key + "\""));
+    return nullptr;
+  }
+  const Ptr at("/" + key);
+  const nlohmann::json& arr = src.root().at(at);
+  if (!arr.is_array() || arr.empty()) {
+    diags->push_back(src.at_value(at, "\"" + key + "\" must be a non-empty array"));
+    return nullptr;
+  }
+  return &arr;
+}
+
 template <typename Dur>
 void read_duration(ObjectReader& r, const std::string& key, int64_t min, int64_t max, Dur* out) {
   if (auto v = r.integer(key, min, max)) *out = Dur(*v);

@@ -20,7 +20,7 @@
 #
 # Knobs: BENCH_REPS=3, BENCH_TP_SECONDS=3, BENCH_SETUP_SECONDS=2, BENCH_SETUP_CONCURRENCY=8,
 #        BENCH_BUILD_DIR=build-bench, BENCH_KEEP=1 (keep the temp dir), BENCH_SKIP_BUILD=1,
-#        BENCH_PERF=1 (perf profile of the gateway in a 1-stream download per GSS level),
+#        BENCH_PERF=1 (perf profile of the gateway in a 1-stream download per GSS level and TLS),
 #        BENCH_KRB_ENCTYPES="aes256-cts-hmac-sha1-96 aes128-cts-hmac-sha1-96" (the client's
 #        ticket/session-key enctypes, first preferred: aes128-cts-hmac-sha1-96 alone gives the
 #        AES-128 key size the TLS path's TLS_AES_128_GCM_SHA256 uses).

@@ -95,6 +95,19 @@ TEST(Config, SyntaxErrorAndMissingPolicy) {
   EXPECT_NE(e[0].find("missing required key \"policy\""), std::string::npos);
 }
 
+TEST(Config, ListenersMustBeANonEmptyArray) {
+  auto e = errors_of(R"({ "policy": { "inline": { "rules": [] } } })");
+  ASSERT_FALSE(e.empty());
+  EXPECT_NE(e[0].find("cfg.json:1:1: missing required key \"listeners\""), std::string::npos)
+      << e[0];
+  for (const char* bad : {"[]", "{}", "\"main\""}) {
+    e = errors_of(std::string(R"({ "listeners": )") + bad +
+                  R"(, "policy": { "inline": { "rules": [] } } })");
+    ASSERT_FALSE(e.empty()) << bad;
+    EXPECT_NE(e[0].find("\"listeners\" must be a non-empty array"), std::string::npos) << e[0];
+  }
+}
+
 TEST(Config, MissingPolicyFileIsAnErrorAtTheKey) {
   auto e =
       errors_of(R"({ "listeners": [ { "name": "a", "address": "127.0.0.1", "methods": ["none"] } ],
