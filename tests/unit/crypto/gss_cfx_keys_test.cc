@@ -190,3 +190,39 @@ TEST(CfxKeysTest, TokensUnderAnAbsentSubkeyAreRefused) {
 
 }  // namespace
 }  // namespace socksgate::crypto
+
+namespace socksgate::crypto {
+namespace {
+
+TEST(CfxTokensFor, FewestThatFitThenFullBatchesWhenEncrypting) {
+  constexpr size_t kMax = 65475;  // gss_wrap_size_limit for aes256 confidentiality
+  // Integrity: as few tokens as fit, each near the 64 KiB bound.
+  EXPECT_EQ(CfxProtector::tokens_for(false, 1, kMax), 1u);
+  EXPECT_EQ(CfxProtector::tokens_for(false, 64 << 10, kMax), 2u);
+  EXPECT_EQ(CfxProtector::tokens_for(false, 256 << 10, kMax), 5u);
+  // Confidentiality: at least four tokens of 16 KiB or more where the data allows, then a
+  // multiple of four, so that every batch fills the AES lanes.
+  EXPECT_EQ(CfxProtector::tokens_for(true, 1, kMax), 1u);
+  EXPECT_EQ(CfxProtector::tokens_for(true, 20 << 10, kMax), 1u);
+  EXPECT_EQ(CfxProtector::tokens_for(true, 40 << 10, kMax), 2u);
+  EXPECT_EQ(CfxProtector::tokens_for(true, 64 << 10, kMax), 4u);
+  EXPECT_EQ(CfxProtector::tokens_for(true, 4 * kMax, kMax), 4u);
+  EXPECT_EQ(CfxProtector::tokens_for(true, 256 << 10, kMax), 8u);
+  EXPECT_EQ(CfxProtector::tokens_for(true, 0, kMax), 1u);
+  // Whatever the size, equal pieces never exceed the bound and are never below 16 KiB when
+  // more than one token was asked for beyond what fits.
+  for (size_t n = 1; n <= (size_t{600} << 10); n += 997) {
+    for (bool conf : {false, true}) {
+      const size_t tokens = CfxProtector::tokens_for(conf, n, kMax);
+      const size_t piece = (n + tokens - 1) / tokens;
+      ASSERT_LE(piece, kMax) << n;
+      ASSERT_GE(tokens, (n + kMax - 1) / kMax) << n;
+      if (conf && tokens > (n + kMax - 1) / kMax && tokens <= CfxProtector::kBatch) {
+        ASSERT_GE(piece, size_t{16} << 10) << n;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace socksgate::crypto
