@@ -312,34 +312,15 @@ class Conn {
       if (cfx_ != nullptr) {
         // As GssChannel::write_all(): equal tokens, in batches the AES lanes encrypt side by
         // side, each header first and then the token straight into the send buffer.
-        const bool conf = level_ == 2;
-        const size_t tokens = socksgate::crypto::CfxProtector::tokens_for(conf, n, max_in_);
-        const size_t piece = (n + tokens - 1) / tokens;
-        while (n > 0) {
-          constexpr size_t kBatch = socksgate::crypto::CfxProtector::kBatch;
-          std::array<std::span<const uint8_t>, kBatch> batch;
-          std::array<size_t, kBatch> offsets;
-          size_t count = 0;
-          for (; count < kBatch && n > 0; ++count) {
-            k = std::min(piece, n);
-            batch[count] = {p, k};
-            p += k;
-            n -= k;
-            const size_t len = cfx_->token_size(conf, k);
-            const uint8_t h[4] = {kVer, kMtypData, static_cast<uint8_t>(len >> 8),
-                                  static_cast<uint8_t>(len & 0xff)};
-            out_.insert(out_.end(), h, h + 4);
-            offsets[count] = out_.size();
-            out_.resize(out_.size() + len);
-          }
-          std::array<uint8_t*, kBatch> dests;
-          for (size_t i = 0; i < count; ++i) dests[i] = out_.data() + offsets[i];
-          std::string why;
-          if (!cfx_->wrap_into(conf, std::span(batch).first(count), std::span(dests).first(count),
-                               &why)) {
-            *err = "wrap: " + why;
-            return false;
-          }
+        auto header = [](size_t len, std::vector<uint8_t>* out) {
+          const uint8_t h[4] = {kVer, kMtypData, static_cast<uint8_t>(len >> 8),
+                                static_cast<uint8_t>(len & 0xff)};
+          out->insert(out->end(), h, h + 4);
+        };
+        std::string why;
+        if (!cfx_->append_stream(level_ == 2, {p, n}, max_in_, header, &out_, &why)) {
+          *err = "wrap: " + why;
+          return false;
         }
         break;
       }

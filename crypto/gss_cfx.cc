@@ -383,6 +383,36 @@ bool CfxProtector::wrap_into(bool conf, std::span<const std::span<const uint8_t>
   return true;
 }
 
+bool CfxProtector::append_stream(bool conf, std::span<const uint8_t> data, size_t max_plain,
+                                 const FrameHeader& frame_header, std::vector<uint8_t>* out,
+                                 std::string* why) {
+  const size_t tokens = tokens_for(conf, data.size(), max_plain);
+  const size_t piece = (data.size() + tokens - 1) / tokens;
+  const size_t old = out->size();
+  while (!data.empty()) {
+    // Frame headers and room for a batch first (*out may move while it grows), then the
+    // tokens straight into it.
+    std::array<std::span<const uint8_t>, kBatch> batch;
+    std::array<size_t, kBatch> offsets;
+    size_t n = 0;
+    for (; n < kBatch && !data.empty(); ++n) {
+      batch[n] = data.first(std::min(piece, data.size()));
+      data = data.subspan(batch[n].size());
+      const size_t len = token_size(conf, batch[n].size());
+      frame_header(len, out);
+      offsets[n] = out->size();
+      out->resize(out->size() + len);
+    }
+    std::array<uint8_t*, kBatch> dests;
+    for (size_t i = 0; i < n; ++i) dests[i] = out->data() + offsets[i];
+    if (!wrap_into(conf, std::span(batch).first(n), std::span(dests).first(n), why)) {
+      out->resize(old);
+      return false;
+    }
+  }
+  return true;
+}
+
 CfxProtector::Result CfxProtector::check_sequence(uint64_t seq, Order order) const {
   if (order == Order::kStream) {
     if (seq == recv_next_) return Result::kOk;

@@ -25,6 +25,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -100,6 +101,15 @@ class CfxProtector {
   // allows. All or nothing: on failure the sequence number has not moved.
   bool wrap_into(bool conf, std::span<const std::span<const uint8_t>> plains,
                  std::span<uint8_t* const> dests, std::string* why);
+
+  // Writes the header of a frame whose token (token_len bytes) follows, for the caller's framing.
+  using FrameHeader = std::function<void(size_t token_len, std::vector<uint8_t>* out)>;
+  // Stream data: cuts `data` into the tokens_for() equal pieces of at most `max_plain` bytes and
+  // appends, for each, frame_header() and then its Wrap token straight into *out, batches
+  // encrypted side by side (wrap_into). On failure *out is as it was; the sequence number may
+  // have moved, so the stream must end.
+  bool append_stream(bool conf, std::span<const uint8_t> data, size_t max_plain,
+                     const FrameHeader& frame_header, std::vector<uint8_t>* out, std::string* why);
   // Verifies one Wrap token and appends its plaintext to *plain. *conf tells whether it was
   // encrypted. On any failure nothing is appended and the sequence state is unchanged.
   Result unwrap(std::span<const uint8_t> token, Order order, std::vector<uint8_t>* plain,

@@ -1,7 +1,6 @@
 #include "crypto/gss_channel.h"
 
 #include <algorithm>
-#include <array>
 #include <asio/error.hpp>
 #include <cstring>
 #include <string>
@@ -75,49 +74,33 @@ void GssChannel::fail(GssErrc e, std::string detail) {
   }
 }
 
-bool GssChannel::append_wrapped(std::span<const std::span<const uint8_t>> plains,
-                                std::vector<uint8_t>* out, std::string* why) {
+bool GssChannel::append_wrapped(std::span<const uint8_t> plain, std::vector<uint8_t>* out,
+                                std::string* why) {
   const size_t old = out->size();
-  if (plains.size() > kMaxBatch) {
-    *why = "too many messages for one batch";
-    return false;
-  }
   if (cfx_ != nullptr) {
-    // Frame headers and room for the tokens first, then every token straight into *out: no
-    // intermediate copy, and the whole batch in one call (the tokens' encryption interleaves).
-    std::array<size_t, kMaxBatch> offsets;
-    for (size_t i = 0; i < plains.size(); ++i) {
-      const size_t len = cfx_->token_size(conf_, plains[i].size());
-      framing_->append_frame_header(len, out);
-      offsets[i] = out->size();
-      out->resize(out->size() + len);
-    }
-    std::array<uint8_t*, kMaxBatch> dests;
-    for (size_t i = 0; i < plains.size(); ++i) dests[i] = out->data() + offsets[i];
-    if (!cfx_->wrap_into(conf_, plains, std::span(dests).first(plains.size()), why)) {
+    // Header first, then the token straight into *out: no intermediate copy.
+    framing_->append_frame_header(cfx_->token_size(conf_, plain.size()), out);
+    if (!cfx_->wrap(conf_, plain, out, why)) {
       out->resize(old);
       return false;
     }
     return true;
   }
-  for (std::span<const uint8_t> plain : plains) {
-    OM_uint32 minor = 0;
-    int conf_state = 0;
-    gss_buffer_desc in = gss_view(plain);
-    GssBuffer token;
-    OM_uint32 major = gss_wrap(&minor, context_->get(), conf_ ? 1 : 0, GSS_C_QOP_DEFAULT, &in,
-                               &conf_state, token.get());
-    if (GSS_ERROR(major)) {
-      *why = gss_status_text(major, minor);
-    } else if ((conf_state != 0) != conf_ || token.bytes().size() > framing_->max_token()) {
-      *why = "gss_wrap did not give the agreed protection within the bound";
-    } else {
-      framing_->append_frame(token.bytes(), out);
-      continue;
-    }
-    out->resize(old);
+  OM_uint32 minor = 0;
+  int conf_state = 0;
+  gss_buffer_desc in = gss_view(plain);
+  GssBuffer token;
+  OM_uint32 major = gss_wrap(&minor, context_->get(), conf_ ? 1 : 0, GSS_C_QOP_DEFAULT, &in,
+                             &conf_state, token.get());
+  if (GSS_ERROR(major)) {
+    *why = gss_status_text(major, minor);
     return false;
   }
+  if ((conf_state != 0) != conf_ || token.bytes().size() > framing_->max_token()) {
+    *why = "gss_wrap did not give the agreed protection within the bound";
+    return false;
+  }
+  framing_->append_frame(token.bytes(), out);
   return true;
 }
 
@@ -185,32 +168,33 @@ bool GssChannel::seal_datagram(std::span<const uint8_t> plain, std::vector<uint8
   if (plain.empty() || plain.size() > max_chunk_) return false;
   datagram->clear();
   std::string why;
-  return append_wrapped({&plain, 1}, datagram, &why);
+  return append_wrapped(plain, datagram, &why);
 }
 
 asio::awaitable<std::error_code> GssChannel::write_all(std::span<const uint8_t> data) {
   if (failure_) co_return failure_;
+  const CfxProtector::FrameHeader frame_header = [this](size_t len, std::vector<uint8_t>* out) {
+    framing_->append_frame_header(len, out);
+  };
   while (!data.empty()) {
+    // Up to 256 KiB per write to the socket, to keep syscalls few, in tokens of at most
+    // max_chunk_ bytes (on OpenSSL cut as CfxProtector::tokens_for() says).
+    std::span<const uint8_t> chunk = data.first(std::min(data.size(), kWriteBatch));
+    data = data.subspan(chunk.size());
     out_.clear();
-    // Up to 256 KiB per write to the socket, to keep syscalls few, cut into equal tokens of at
-    // most max_chunk_ bytes; on OpenSSL, encrypted ones in full batches (tokens_for()).
-    const size_t take = std::min(data.size(), kWriteBatch);
-    const size_t tokens = CfxProtector::tokens_for(cfx_ != nullptr && conf_, take, max_chunk_);
-    const size_t piece = (take + tokens - 1) / tokens;
-    std::span<const uint8_t> chunk = data.first(take);
-    data = data.subspan(take);
-    while (!chunk.empty()) {
-      std::array<std::span<const uint8_t>, kMaxBatch> batch;
-      size_t n = 0;
-      for (; n < kMaxBatch && !chunk.empty(); ++n) {
-        batch[n] = chunk.first(std::min(piece, chunk.size()));
-        chunk = chunk.subspan(batch[n].size());
+    std::string why;
+    bool ok = true;
+    if (cfx_ != nullptr) {
+      ok = cfx_->append_stream(conf_, chunk, max_chunk_, frame_header, &out_, &why);
+    } else {
+      for (size_t n = 0; ok && !chunk.empty(); chunk = chunk.subspan(n)) {
+        n = std::min(chunk.size(), max_chunk_);
+        ok = append_wrapped(chunk.first(n), &out_, &why);
       }
-      std::string why;
-      if (!append_wrapped(std::span(batch).first(n), &out_, &why)) {
-        fail(GssErrc::kWrapFailed, std::move(why));
-        co_return failure_;
-      }
+    }
+    if (!ok) {
+      fail(GssErrc::kWrapFailed, std::move(why));
+      co_return failure_;
     }
     if (std::error_code ec = co_await inner_.write_all(out_)) co_return ec;
   }

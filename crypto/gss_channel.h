@@ -113,16 +113,13 @@ class GssChannel final : public Channel {
 
  private:
   void fail(GssErrc e, std::string detail);
-  // Tokens per append_wrapped() call: what CfxProtector encrypts side by side.
-  static constexpr size_t kMaxBatch = CfxProtector::kBatch;
   // Plaintext bytes per write to the inner channel.
   static constexpr size_t kWriteBatch = size_t{256} << 10;
 
-  // Appends one frame per message (at most kMaxBatch), each carrying the Wrap token of that
-  // message at the agreed level, to *out; the one place tokens are made, for streams and
-  // datagrams. False with *why (and *out as it was).
-  bool append_wrapped(std::span<const std::span<const uint8_t>> plains, std::vector<uint8_t>* out,
-                      std::string* why);
+  // Appends one frame carrying the Wrap token of `plain` (at the agreed level) to *out: every
+  // datagram, and the stream tokens when MIT makes them (CfxProtector::append_stream() makes
+  // OpenSSL's in batches). False with *why (and *out as it was).
+  bool append_wrapped(std::span<const uint8_t> plain, std::vector<uint8_t>* out, std::string* why);
   // Verifies one token and appends its plaintext to *plain (nothing on failure, *why says
   // what). Datagrams tolerate gaps and reordering, streams do not; neither tolerates replays.
   std::error_code verify(std::span<const uint8_t> token, bool datagram, std::vector<uint8_t>* plain,
