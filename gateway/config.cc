@@ -22,6 +22,7 @@
 #include "crypto/secure.h"
 #include "gateway/config_reader.h"
 #include "gateway/interfaces.h"
+#include "gateway/tcp_tuning.h"
 
 namespace socksgate::gateway {
 namespace {
@@ -193,6 +194,19 @@ void read_audit(const JsonSource& src, std::vector<Diagnostic>* diags, Config* c
   }
 }
 
+// "congestion_control": a name the gateway may set on its sockets on this host.
+void read_congestion_control(const JsonSource& src, ObjectReader& r, std::vector<Diagnostic>* diags,
+                             std::string* out) {
+  auto name = r.string("congestion_control", false, true);
+  if (!name) return;
+  if (auto why = congestion_control_problem(*name, available_congestion_controls(),
+                                            allowed_congestion_controls())) {
+    diags->push_back(src.at_value(r.ptr("congestion_control"), "\"congestion_control\" " + *why));
+    return;
+  }
+  *out = *name;
+}
+
 void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cfg,
                     bool have_userpass) {
   Ptr at("/listeners");
@@ -204,7 +218,7 @@ void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Confi
   for (size_t i = 0; i < arr.size(); ++i) {
     ObjectReader r(src, at / i, diags,
                    {"name", "address", "port", "methods", "external", "udp_advertise", "socks4",
-                    "tls", "gssapi", "comment"});
+                    "tls", "gssapi", "congestion_control", "comment"});
     if (!r.ok()) continue;
     ListenerConfig l;
     auto name = r.string("name", true);
@@ -248,6 +262,7 @@ void read_listeners(const JsonSource& src, std::vector<Diagnostic>* diags, Confi
       }
     }
     if (auto v4 = r.boolean("socks4")) l.socks4 = *v4;
+    read_congestion_control(src, r, diags, &l.congestion_control);
     if (r.has("tls")) l.tls = read_tls(src, r.ptr("tls"), diags, cfg->path, l.name);
     if (auto adv = r.string("udp_advertise", false)) {
       auto ip = policy::IpAddress::parse(*adv);
@@ -453,6 +468,10 @@ void read_rest(const JsonSource& src, std::vector<Diagnostic>* diags, Config* cf
     read_duration(r, "idle_timeout_s", 1, 30 * 86400, &l.idle_timeout);
     read_duration(r, "drain_timeout_s", 0, 86400, &l.drain_timeout);
   }
+  if (src.root().contains("upstream")) {
+    ObjectReader r(src, Ptr("/upstream"), diags, {"congestion_control", "comment"});
+    read_congestion_control(src, r, diags, &cfg->upstream.congestion_control);
+  }
   if (src.root().contains("bind")) {
     ObjectReader r(src, Ptr("/bind"), diags, {"ports", "timeout_s", "max_per_user", "comment"});
     auto& b = cfg->bind;
@@ -608,8 +627,8 @@ Snapshot load_snapshot_text(const std::string& path, std::string_view text,
   auto cfg = std::make_shared<Config>();
   cfg->path = path;
   ObjectReader top(*src, Ptr(), &diags,
-                   {"listeners", "auth", "policy", "audit", "limits", "bind", "udp", "threads",
-                    "run_as", "admin", "comment"});
+                   {"listeners", "auth", "policy", "audit", "limits", "bind", "udp", "upstream",
+                    "threads", "run_as", "admin", "comment"});
   if (!top.ok()) throw policy::LoadError(std::move(diags));
 
   if (top.has("auth")) read_userpass(*src, &diags, cfg.get());

@@ -61,6 +61,9 @@ struct ListenerConfig {
   std::string udp_advertise;
   // Accept SOCKS4/4a (no authentication: identity "anonymous", method "socks4"). Off by default.
   bool socks4 = false;
+  // TCP congestion control of the connections accepted here (gateway/tcp_tuning.h); empty =
+  // the kernel's default.
+  std::string congestion_control;
   std::optional<TlsListenerConfig> tls;
   // The effective GSS-API settings (auth.gssapi with this listener's "gssapi" keys over it);
   // set when "gssapi" is among the methods.
@@ -80,6 +83,11 @@ struct BindConfig {
   uint16_t port_max = 65535;          // gateway listener's port)
   std::chrono::seconds timeout{120};  // for the expected peer to connect
   uint32_t max_per_user = 8;          // open BINDs per user (0 = unlimited)
+};
+
+// Connections to destinations (CONNECT, and the peer connection of a BIND).
+struct UpstreamConfig {
+  std::string congestion_control;  // gateway/tcp_tuning.h; empty = the kernel's default
 };
 
 struct LimitsConfig {
@@ -127,6 +135,7 @@ struct Config {
   LimitsConfig limits;
   BindConfig bind;
   UdpConfig udp;
+  UpstreamConfig upstream;
   ThreadsConfig threads;
   std::optional<AdminConfig> admin;
   std::string policy_file;  // resolved path, or empty when inline

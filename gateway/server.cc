@@ -28,6 +28,7 @@
 #include "gateway/ready_file.h"
 #include "gateway/server_state.h"
 #include "gateway/session.h"
+#include "gateway/tcp_tuning.h"
 
 namespace socksgate::gateway {
 namespace {
@@ -47,7 +48,23 @@ struct Server::Impl {
     std::string name;
     asio::ip::tcp::endpoint bound;
     std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors;  // [i] runs on ios[i]
+    std::string congestion_control;  // set on the acceptors; accepted sockets inherit it
   };
+
+  // Accepted connections inherit a listening socket's congestion control. Going back to the
+  // default on reload means naming the kernel's current default.
+  static void set_listener_congestion(Listener& l, const std::string& name) {
+    if (name == l.congestion_control) return;
+    std::string want = name;
+    if (want.empty()) {
+      std::ifstream in("/proc/sys/net/ipv4/tcp_congestion_control");
+      in >> want;
+    }
+    for (auto& a : l.acceptors) {
+      apply_congestion_control(a->native_handle(), want, "listener \"" + l.name + "\"");
+    }
+    l.congestion_control = name;
+  }
 
   void close_listener(Listener& l) {
     for (size_t i = 0; i < l.acceptors.size(); ++i) {
@@ -132,6 +149,7 @@ struct Server::Impl {
       auto it = listeners.find(k);
       if (it != listeners.end()) {
         it->second->name = lc.name;
+        set_listener_congestion(*it->second, lc.congestion_control);
         next_set.emplace(k, std::move(it->second));
         listeners.erase(it);
         continue;
@@ -162,6 +180,7 @@ struct Server::Impl {
       }
       l->name = lc.name;
       l->bound = ep;
+      set_listener_congestion(*l, lc.congestion_control);
       log::info("listening name=", lc.name, " address=", l->bound.address().to_string(),
                 " port=", l->bound.port(), " methods=", join(lc.methods));
       Listener* raw = l.get();

@@ -29,6 +29,7 @@
 #include "gateway/relay.h"
 #include "gateway/socks4.h"
 #include "gateway/socks5.h"
+#include "gateway/tcp_tuning.h"
 #include "gateway/timeout.h"
 #include "gateway/udp_relay.h"
 #include "gateway/upstream.h"
@@ -728,8 +729,8 @@ asio::awaitable<void> Session::run_connect() {
   ConnectOutcome oc = co_await connect_upstream(
       request_.dst, request_.port, decision_request(policy::Command::kConnect), *snap_->policy,
       state_.resolver, cfg.limits.connect_timeout,
-      EgressSources{&listener_->external_addrs, &snap_->egress}, &upstream_,
-      [this](const policy::Decision& d) { return admit_limits(d); });
+      EgressSources{&listener_->external_addrs, &snap_->egress}, cfg.upstream.congestion_control,
+      &upstream_, [this](const policy::Decision& d) { return admit_limits(d); });
   rec_.rule_id = oc.decision.rule_id;
   rec_.decision = oc.decision.allowed() ? "pass" : "block";
   if (oc.remote) rec_.remote = oc.remote;
@@ -923,7 +924,6 @@ asio::awaitable<void> Session::run_bind() {
     co_return;
   }
 
-  // Listen on the external address (default: where the client reached us).
   std::error_code ec;
   // Listen on the rule's egress, else the listener's external address, else where the client
   // reached us.
@@ -945,6 +945,9 @@ asio::awaitable<void> Session::run_bind() {
     finish(CloseReason::kBindFailed);
     co_return;
   }
+  // The peer's connection is an upstream one: it inherits the listening socket's setting.
+  apply_congestion_control(acceptor.native_handle(), cfg.upstream.congestion_control,
+                           "BIND listener");
   rec_.bound = acceptor.local_endpoint(ec);
   if (!co_await commit_start()) {
     co_await send_reply(describe(CloseReason::kAuditUnavailable).reply);

@@ -8,6 +8,7 @@
 #include <asio/use_awaitable.hpp>
 #include <cstring>
 
+#include "gateway/tcp_tuning.h"
 #include "gateway/timeout.h"
 
 namespace socksgate::gateway {
@@ -98,13 +99,11 @@ asio::awaitable<std::vector<asio::ip::address>> resolve_host(const std::string& 
   co_return std::move(r->addrs);
 }
 
-asio::awaitable<ConnectOutcome> connect_upstream(const socks5::Address& dst, uint16_t port,
-                                                 policy::DecisionRequest req,
-                                                 const policy::Policy& pol,
-                                                 crypto::BlockingPool& resolver,
-                                                 std::chrono::milliseconds connect_timeout,
-                                                 const EgressSources& egress,
-                                                 asio::ip::tcp::socket* out, const AdmitFn& admit) {
+asio::awaitable<ConnectOutcome> connect_upstream(
+    const socks5::Address& dst, uint16_t port, policy::DecisionRequest req,
+    const policy::Policy& pol, crypto::BlockingPool& resolver,
+    std::chrono::milliseconds connect_timeout, const EgressSources& egress,
+    const std::string& congestion_control, asio::ip::tcp::socket* out, const AdmitFn& admit) {
   ConnectOutcome oc;
   req.port = port;
   std::vector<asio::ip::address> candidates;
@@ -179,6 +178,11 @@ asio::awaitable<ConnectOutcome> connect_upstream(const socks5::Address& dst, uin
         oc.detail = "bind to egress " + source->to_string() + ": " + bec.message();
         continue;
       }
+    }
+    if (!congestion_control.empty()) {
+      std::error_code oec;
+      if (!sock.is_open()) sock.open(ep.protocol(), oec);
+      if (!oec) apply_congestion_control(sock.native_handle(), congestion_control, "upstream");
     }
     auto r = co_await with_timeout(sock.async_connect(ep, kUse), connect_timeout);
     if (!r) {

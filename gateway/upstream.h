@@ -55,11 +55,12 @@ struct EgressSources {
 using AdmitFn = std::function<std::optional<CloseReason>(const policy::Decision&)>;
 
 // `base` carries user, groups, method, listener, client, command; host/address/port are set
-// here from `dst` and `port`.
+// here from `dst` and `port`. `congestion_control` (empty = the kernel's default) is set on
+// each socket before it connects (gateway/tcp_tuning.h).
 asio::awaitable<ConnectOutcome> connect_upstream(
     const socks5::Address& dst, uint16_t port, policy::DecisionRequest base,
     const policy::Policy& pol, crypto::BlockingPool& resolver,
     std::chrono::milliseconds connect_timeout, const EgressSources& egress,
-    asio::ip::tcp::socket* out, const AdmitFn& admit = {});
+    const std::string& congestion_control, asio::ip::tcp::socket* out, const AdmitFn& admit = {});
 
 }  // namespace socksgate::gateway

@@ -24,6 +24,12 @@
 #                           repeated (up to 3 attempts) while the re-runs so far took less than
 #                           this many seconds in total
 #   BENCH_NICE=-10          nice value of the measuring phase (0: leave alone)
+#   BENCH_SG_CC=cubic       socksgate's TCP congestion control on both legs (listener
+#                           "congestion_control" and "upstream"); empty = the kernel's default.
+#                           With a value, throughput is also measured with the kernel's default
+#                           (target sg-kdefault), so the table shows what the setting is worth
+#   BENCH_SYSTEM_CC=        run everything (direct, Dante, socksgate) with this system-wide
+#                           net.ipv4.tcp_congestion_control, restored on exit; empty = leave it
 set -euo pipefail
 # The whole script is one compound command: bash parses it completely before running it, so
 # editing this file while a run is in progress cannot derail that run.
@@ -47,6 +53,9 @@ NICE=${BENCH_NICE:--10}
 # Client source address: keeps the client's ephemeral ports apart from the ones a proxy binds
 # for its outgoing connections (Dante binds 127.0.0.1:0 before connecting).
 SOURCE_ADDR=${BENCH_SOURCE:-127.0.0.2}
+SG_CC=${BENCH_SG_CC-cubic}
+SYSTEM_CC=${BENCH_SYSTEM_CC:-}
+SYSTEM_CC_WAS=$(cat /proc/sys/net/ipv4/tcp_congestion_control)
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -164,12 +173,19 @@ cleanup() {
   set +e
   local n
   for n in "${!PROXY_PID[@]}"; do stop_proxy "$n"; done
+  if [[ -n $SYSTEM_CC ]]; then sysctl -q -w net.ipv4.tcp_congestion_control="$SYSTEM_CC_WAS"; fi
   if [[ $USER_CREATED == 1 ]]; then userdel "$BENCH_USER" >/dev/null 2>&1; fi
   if [[ ${BENCH_KEEP:-0} == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+if [[ -n $SYSTEM_CC ]]; then
+  sysctl -q -w net.ipv4.tcp_congestion_control="$SYSTEM_CC" ||
+    die "cannot set net.ipv4.tcp_congestion_control=$SYSTEM_CC"
+  log "system-wide TCP congestion control for this run: $SYSTEM_CC (was $SYSTEM_CC_WAS)"
+fi
 
 useradd --system --no-create-home --shell /usr/sbin/nologin "$BENCH_USER"
 USER_CREATED=1
@@ -213,14 +229,19 @@ EOF
   sleep 0.5  # let it fork its negotiate/request/io children
 }
 
-start_socksgate() {  # start_socksgate NAME none|userpass [CACHE_TTL_S]
-  local name=$1 method=$2 dir=$WORK/$1 cache=""
+start_socksgate() {  # start_socksgate NAME none|userpass [CACHE_TTL_S] [CONGESTION_CONTROL]
+  local name=$1 method=$2 dir=$WORK/$1 cache="" lcc="" ucc="" cc=${4-$SG_CC}
   [[ -n ${3:-} ]] && cache=", \"cache_ttl_s\": $3"
+  if [[ -n $cc ]]; then
+    lcc=", \"congestion_control\": \"$cc\""
+    ucc="  \"upstream\": { \"congestion_control\": \"$cc\" },"
+  fi
   mkdir -p "$dir"
   printf '%s:%s\n' "$BENCH_USER" "$PASS_HASH" >"$dir/users.passwd"
   cat >"$dir/config.json" <<EOF
 {
-  "listeners": [ { "name": "main", "address": "127.0.0.1", "port": 0, "methods": ["$method"] } ],
+  "listeners": [ { "name": "main", "address": "127.0.0.1", "port": 0, "methods": ["$method"]$lcc } ],
+$ucc
   "auth": { "userpass": { "file": "users.passwd"$cache } },
   "policy": { "inline": { "rules": [ { "id": "bench", "action": "pass", "to": ["127.0.0.0/8"] } ] } },
   "audit": { "file": "audit.jsonl" }
@@ -256,13 +277,14 @@ EOF
 }
 declare -A SG_READY_PID=()
 
-start_target() {  # start_target NAME  (dante|dante-user|sg|sg-user|sg-user-nocache)
+start_target() {  # start_target NAME  (dante|dante-user|sg|sg-user|sg-user-nocache|sg-kdefault)
   case $1 in
     dante) start_dante dante none ;;
     dante-user) start_dante dante-user username ;;
     sg) start_socksgate sg none ;;
     sg-user) start_socksgate sg-user userpass ;;
     sg-user-nocache) start_socksgate sg-user-nocache userpass 0 ;;
+    sg-kdefault) start_socksgate sg-kdefault none "" "" ;;
   esac
 }
 
@@ -341,19 +363,21 @@ TARGETS_AUTH=(dante-user)
 [[ -n $SG ]] && TARGETS_NONE+=(sg) && TARGETS_AUTH+=(sg-user sg-user-nocache)
 PROXIES=(dante dante-user)
 [[ -n $SG ]] && PROXIES+=(sg sg-user sg-user-nocache)
+TARGETS_TP=("${TARGETS_NONE[@]}")
+if [[ -n $SG && -n $SG_CC ]]; then PROXIES+=(sg-kdefault) && TARGETS_TP+=(sg-kdefault); fi
 
 for p in "${PROXIES[@]}"; do
   if ! start_target "$p"; then
     SG_NOTE="socksgate did not start (see the log above)"
-    TARGETS_NONE=(direct dante) TARGETS_AUTH=(dante-user) SG=""
-    stop_proxy sg; stop_proxy sg-user; stop_proxy sg-user-nocache
+    TARGETS_NONE=(direct dante) TARGETS_AUTH=(dante-user) TARGETS_TP=(direct dante) SG=""
+    stop_proxy sg; stop_proxy sg-user; stop_proxy sg-user-nocache; stop_proxy sg-kdefault
     break
   fi
 done
 log "proxies up: $(for p in "${!PROXY_PID[@]}"; do printf '%s(pid %s, port %s) ' "$p" "${PROXY_PID[$p]}" "${PROXY_PORT[$p]}"; done)"
 
 for rep in $(seq "$REPS"); do
-  for t in "${TARGETS_NONE[@]}"; do
+  for t in "${TARGETS_TP[@]}"; do
     for s in 1 4; do
       for d in upload download; do
         measure "tp-$s-$d" "$t" "$rep" throughput --streams "$s" --direction "$d" --duration "$TP_SECONDS"
@@ -396,12 +420,13 @@ ELAPSED=$(($(date +%s) - START_TS))
 
 python3 - "$RESULTS" "$REPS" "$MACHINE" "$DANTE_VER" "${SG_NOTE:-}" "$ELAPSED" "$QUIET_USED" \
   "$IDLE_COUNTS" "$TP_SECONDS" "$SETUP_SECONDS" "$RTT_ROUNDS" "${SG_VER:-}" "${SG_BUILD_NOTE:-}" "$RETRY_USED" \
+  "$SG_CC" "$(cat /proc/sys/net/ipv4/tcp_congestion_control)" \
   <<'EOF' | tee "$OUT/table.md"
 import json, statistics, sys
 from collections import defaultdict
 
 (path, reps, machine, dante_ver, sg_note, elapsed, quiet_used, idle_counts,
- tp_s, setup_s, rtt_rounds, sg_ver, sg_build_note, retry_used) = sys.argv[1:15]
+ tp_s, setup_s, rtt_rounds, sg_ver, sg_build_note, retry_used, sg_cc, system_cc) = sys.argv[1:17]
 attempts = defaultdict(list)   # (key, target, rep) -> [json, ...] (re-runs when disturbed)
 for line in open(path):
     key, target, rep, b, js = line.rstrip("\n").split("\t", 4)
@@ -454,6 +479,12 @@ for s in (1, 4):
     for d in ("upload", "download"):
         rows.append((f"Throughput, {s} stream{'s' if s > 1 else ''}, {d}", "GiB/s", "↑",
                      f"tp-{s}-{d}", "gib_per_s", "direct", "dante", "sg"))
+if sg_cc and any(t == "sg-kdefault" for (_, t) in runs):
+    for s in (1, 4):
+        for d in ("upload", "download"):
+            rows.append((f"Throughput, {s} stream{'s' if s > 1 else ''}, {d}, socksgate on the "
+                         f"kernel's congestion control ({system_cc})", "GiB/s", "↑",
+                         f"tp-{s}-{d}", "gib_per_s", "direct", "dante", "sg-kdefault"))
 for s in (1, 4):
     for d in ("upload", "download"):
         rows.append((f"Proxy CPU per GiB relayed, {s} stream{'s' if s > 1 else ''}, {d}",
@@ -479,7 +510,11 @@ for k in idle_counts.split():
 print(f"## socksgate benchmark — medians of {reps} runs\n")
 print(f"Machine: {machine}. {dante_ver}." + (f" socksgate: {sg_ver}." if sg_ver else ""))
 print(f"Throughput runs {tp_s} s (endpoints: send() 256 KiB, recv() 1 MiB with SO_RCVLOWAT 256 KiB), "
-      f"setup runs {setup_s} s, {rtt_rounds} round trips per latency run.\n")
+      f"setup runs {setup_s} s, {rtt_rounds} round trips per latency run.")
+print(f"TCP congestion control: system-wide `{system_cc}` (direct, Dante, the benchmark's "
+      f"endpoints); socksgate's own sockets: "
+      + (f"`{sg_cc}` (`congestion_control` on its listener and `upstream`)" if sg_cc
+         else "the system's") + ".\n")
 print(f"| Figure | Unit | Better | direct | Dante | {sg_col} | Dante ÷ direct | socksgate ÷ direct | socksgate ÷ Dante | Disturbed runs |")
 print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
 raw = []

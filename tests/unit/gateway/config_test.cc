@@ -10,6 +10,7 @@
 
 #include "gateway/close_reason.h"
 #include "gateway/session_registry.h"
+#include "gateway/tcp_tuning.h"
 
 namespace socksgate::gateway {
 namespace {
@@ -206,6 +207,74 @@ TEST(SessionRegistry, ListsAndClosesOneUsersSessions) {
                                                                   {3, CloseReason::kAdminClosed}}));
   EXPECT_EQ(r.close_user("nobody", CloseReason::kAdminClosed), 0u);
   EXPECT_EQ(to_string(CloseReason::kAdminClosed), "admin_closed");
+}
+
+TEST(TcpTuning, CongestionControlProblems) {
+  const std::vector<std::string> available{"reno", "cubic", "bbr", "vegas"};
+  const std::vector<std::string> allowed{"reno", "cubic", "bbr"};
+  EXPECT_EQ(congestion_control_problem("cubic", available, allowed), std::nullopt);
+  EXPECT_EQ(congestion_control_problem("bbr", available, allowed), std::nullopt);
+  auto unknown = congestion_control_problem("htcp", available, allowed);
+  ASSERT_TRUE(unknown);
+  EXPECT_NE(unknown->find("\"htcp\" is not a congestion control available on this host "
+                          "(available: reno, cubic, bbr, vegas"),
+            std::string::npos)
+      << *unknown;
+  auto not_allowed = congestion_control_problem("vegas", available, allowed);
+  ASSERT_TRUE(not_allowed);
+  EXPECT_NE(not_allowed->find("not in net.ipv4.tcp_allowed_congestion_control"), std::string::npos)
+      << *not_allowed;
+  EXPECT_NE(not_allowed->find("(allowed: reno, cubic, bbr)"), std::string::npos) << *not_allowed;
+  EXPECT_TRUE(congestion_control_problem("", available, allowed));
+  EXPECT_TRUE(congestion_control_problem("a-name-too-long-for-linux", available, allowed));
+  auto unreadable = congestion_control_problem("cubic", {}, {});
+  ASSERT_TRUE(unreadable);
+  EXPECT_NE(unreadable->find("not readable"), std::string::npos) << *unreadable;
+}
+
+// The host's own lists: every allowed name loads on both legs; a made-up one is an error with
+// its position, and so are an empty name and a wrong type.
+TEST(Config, CongestionControlOnListenersAndUpstream) {
+  auto allowed = allowed_congestion_controls();
+  ASSERT_FALSE(allowed.empty()) << "/proc/sys/net/ipv4/tcp_allowed_congestion_control";
+  for (const auto& cc : allowed) {
+    std::string text = R"({
+  "listeners": [ { "name": "main", "address": "127.0.0.1", "port": 0, "methods": ["none"],
+                   "congestion_control": ")" +
+                       cc + R"(" } ],
+  "upstream": { "congestion_control": ")" +
+                       cc + R"(" },
+  "policy": { "inline": { "rules": [ { "id": "r1", "action": "pass", "to": ["127.0.0.1"] } ] } }
+})";
+    Snapshot s = load_snapshot_text("cfg.json", text, nullptr);
+    EXPECT_EQ(s.config->listeners[0].congestion_control, cc);
+    EXPECT_EQ(s.config->upstream.congestion_control, cc);
+  }
+  Snapshot plain = load_snapshot_text("cfg.json", kGood, nullptr);
+  EXPECT_EQ(plain.config->listeners[0].congestion_control, "");
+  EXPECT_EQ(plain.config->upstream.congestion_control, "");
+
+  auto e = errors_of(R"({
+  "listeners": [ { "name": "main", "address": "127.0.0.1", "methods": ["none"],
+                   "congestion_control": "no-such-cc" } ],
+  "upstream": { "congestion_control": "", "pacing": 1 },
+  "policy": { "inline": {} }
+})");
+  ASSERT_EQ(e.size(), 3u);
+  EXPECT_EQ(e[0].rfind("cfg.json:3:42: \"congestion_control\" \"no-such-cc\" is not a congestion "
+                       "control available on this host",
+                       0),
+            0u)
+      << e[0];
+  EXPECT_EQ(e[1].rfind("cfg.json:4:39: \"congestion_control\" must not be empty", 0), 0u) << e[1];
+  EXPECT_EQ(e[2].rfind("cfg.json:4:43: unknown key \"pacing\"", 0), 0u) << e[2];
+  auto t = errors_of(R"({
+  "listeners": [ { "name": "main", "address": "127.0.0.1", "methods": ["none"] } ],
+  "upstream": { "congestion_control": 5 },
+  "policy": { "inline": {} }
+})");
+  ASSERT_EQ(t.size(), 1u);
+  EXPECT_NE(t[0].find("\"congestion_control\" must be a string"), std::string::npos) << t[0];
 }
 
 }  // namespace

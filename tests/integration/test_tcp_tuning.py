@@ -1,0 +1,154 @@
+"""TCP congestion control per leg: a listener's "congestion_control" on the connections it
+accepts, "upstream": {"congestion_control"} on the connections to destinations (CONNECT and
+the peer of a BIND). Checked on the kernel's own view of each socket (`ss -ti`), against the
+system default on the sockets the gateway does not own."""
+
+import subprocess
+
+import pytest
+
+from sgtest import (connect_tcp, default_config, default_policy, greeting, local_port,
+                    read_reply, recv_exact, request, socks_connect, userpass)
+
+
+def read_names(name: str) -> list[str]:
+    with open(f"/proc/sys/net/ipv4/{name}") as f:
+        return f.read().split()
+
+
+SYSTEM_DEFAULT = read_names("tcp_congestion_control")[0]
+# Two algorithms the gateway may set that differ from the system default (and from each other
+# when the host allows it), so every assertion below can only pass if the setting took effect.
+OTHERS = [n for n in read_names("tcp_allowed_congestion_control") if n != SYSTEM_DEFAULT]
+assert OTHERS, "the host must allow one congestion control besides the default (reno is built in)"
+CLIENT_CC = OTHERS[0]
+UPSTREAM_CC = OTHERS[1] if len(OTHERS) > 1 else OTHERS[0]
+
+
+def congestion_of(local: int, remote: int) -> str:
+    """The congestion control of the established loopback socket local port -> remote port."""
+    out = subprocess.run(
+        ["ss", "-tinH", "state", "established", f"( sport = :{local} and dport = :{remote} )"],
+        capture_output=True, text=True, check=True).stdout
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert len(lines) == 2, f"expected one socket {local}->{remote}, ss said:\n{out}"
+    return lines[1].split()[0]
+
+
+def tuned_config(client_cc: str | None = CLIENT_CC, upstream_cc: str | None = UPSTREAM_CC):
+    c = default_config()
+    if client_cc is not None:
+        c["listeners"][0]["congestion_control"] = client_cc
+    if upstream_cc is not None:
+        c["upstream"] = {"congestion_control": upstream_cc}
+    c["bind"] = {"ports": "47000-47999"}
+    return c
+
+
+def tuned_policy() -> dict:
+    p = default_policy()
+    p["rules"].insert(0, {"id": "alice-bind", "action": "pass", "users": ["alice"],
+                          "commands": ["bind"], "to": ["127.0.0.0/8"]})
+    return p
+
+
+def connect_legs(gw, target):
+    """One CONNECT session; returns (client socket, target-side socket, the four ports)."""
+    s, _ = socks_connect(gw.addr("main"), "alice", gw.passwords["alice"], target.host,
+                         target.port)
+    conn, peer = target.accept()
+    s.sendall(b"x")
+    assert recv_exact(conn, 1) == b"x"
+    return s, conn, (local_port(s), gw.port("main"), peer[1], target.port)
+
+
+def test_connect_sets_each_leg_and_leaves_the_endpoints_alone(gateway_factory, target):
+    gw = gateway_factory(config=tuned_config(), policy=tuned_policy())
+    s, conn, (client, gw_port, upstream, target_port) = connect_legs(gw, target)
+    try:
+        assert congestion_of(gw_port, client) == CLIENT_CC, "gateway -> client leg"
+        assert congestion_of(upstream, target_port) == UPSTREAM_CC, "gateway -> target leg"
+        assert congestion_of(client, gw_port) == SYSTEM_DEFAULT, "the client's own socket"
+        assert congestion_of(target_port, upstream) == SYSTEM_DEFAULT, "the target's own socket"
+    finally:
+        s.close()
+        conn.close()
+
+
+def test_unset_means_the_kernel_default(gateway_factory, target):
+    gw = gateway_factory()
+    s, conn, (client, gw_port, upstream, target_port) = connect_legs(gw, target)
+    try:
+        assert congestion_of(gw_port, client) == SYSTEM_DEFAULT
+        assert congestion_of(upstream, target_port) == SYSTEM_DEFAULT
+    finally:
+        s.close()
+        conn.close()
+
+
+def test_bind_peer_connection_is_an_upstream_leg(gateway_factory):
+    gw = gateway_factory(config=tuned_config(), policy=tuned_policy())
+    s = connect_tcp(gw.addr("main"))
+    s.sendall(greeting((0x02,)))
+    assert recv_exact(s, 2) == b"\x05\x02"
+    s.sendall(userpass("alice", gw.passwords["alice"]))
+    assert recv_exact(s, 2) == b"\x01\x00"
+    s.sendall(request("127.0.0.1", 0, cmd=2))
+    rep, addr, port = read_reply(s)
+    assert rep == 0
+    peer = connect_tcp((addr, port))
+    assert read_reply(s)[0] == 0
+    try:
+        assert congestion_of(port, local_port(peer)) == UPSTREAM_CC
+        assert congestion_of(gw.port("main"), local_port(s)) == CLIENT_CC
+    finally:
+        peer.close()
+        s.close()
+
+
+def test_reload_changes_new_sessions_only(gateway_factory, target):
+    gw = gateway_factory(config=tuned_config(), policy=tuned_policy())
+    old_s, old_conn, (old_client, gw_port, old_up, target_port) = connect_legs(gw, target)
+    # Swap the two legs' settings, then drop both keys.
+    gw.write(config=tuned_config(client_cc=UPSTREAM_CC, upstream_cc=CLIENT_CC),
+             policy=tuned_policy())
+    ok, text = gw.reload()
+    assert ok, text
+    s, conn, (client, _, up, _) = connect_legs(gw, target)
+    try:
+        assert congestion_of(gw_port, client) == UPSTREAM_CC
+        assert congestion_of(up, target_port) == CLIENT_CC
+        assert congestion_of(gw_port, old_client) == CLIENT_CC, "a running session keeps its own"
+        assert congestion_of(old_up, target_port) == UPSTREAM_CC
+    finally:
+        s.close()
+        conn.close()
+    gw.write(config=tuned_config(client_cc=None, upstream_cc=None), policy=tuned_policy())
+    ok, text = gw.reload()
+    assert ok, text
+    s, conn, (client, _, up, _) = connect_legs(gw, target)
+    try:
+        assert congestion_of(gw_port, client) == SYSTEM_DEFAULT
+        assert congestion_of(up, target_port) == SYSTEM_DEFAULT
+    finally:
+        s.close()
+        conn.close()
+        old_s.close()
+        old_conn.close()
+
+
+@pytest.mark.parametrize("value, message", [
+    ('"no-such-cc"', '"congestion_control" "no-such-cc" is not a congestion control available '
+                     'on this host (available: '),
+    ('""', '"congestion_control" must not be empty'),
+    ('["cubic"]', '"congestion_control" must be a string'),
+])
+def test_validate_names_the_field(gateway_factory, value, message):
+    gw = gateway_factory(start=False)
+    text = (gw.config_path.read_text()
+            .replace('"audit":', f'"upstream": {{"congestion_control": {value}}}, "audit":', 1))
+    gw.config_path.write_text(text)
+    r = subprocess.run([gw.bin, "validate", "--config", str(gw.config_path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 2, r
+    assert f"{gw.config_path}:" in r.stderr and message in r.stderr, r.stderr
