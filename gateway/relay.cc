@@ -30,6 +30,20 @@ constexpr int kPipeSize = 1 << 20;  // bigger pipes = fewer syscalls per GiB
 // are resident, so idle and small sessions do not pay for the size.
 constexpr size_t kCopyBufferSize = 256 * 1024;
 
+// Bulk mode of the splice pump. Woken for every segment of a fast stream, a pump costs the
+// sender a wakeup call per segment (on a VM, an inter-processor interrupt is an exit) and
+// itself a context switch; at ~3 GiB/s on loopback that is a third of the throughput. Once a
+// stream has moved kBulkEnter bytes within kBulkWindow, the pump sets SO_RCVLOWAT =
+// kBulkLowat on its source: the kernel wakes it when that much has arrived, the peer closed,
+// or the receive window is nearly shut (so a sender can never wait on us). Each such sleep is
+// bounded by kBulkMaxWait; when it runs out, what did arrive moves on at once and the pump
+// leaves bulk mode (low-water mark 1) until the stream is fast again. Interactive sessions
+// never enter it; the tail of a bulk transfer waits at most kBulkMaxWait.
+constexpr int kBulkLowat = 256 * 1024;
+constexpr uint64_t kBulkEnter = 1 << 20;
+constexpr auto kBulkWindow = std::chrono::milliseconds(10);
+constexpr auto kBulkMaxWait = std::chrono::microseconds(500);
+
 // A pipe pair, recycled per thread. Only empty pipes go back to the pool.
 struct Pipe {
   int rd = -1;
@@ -86,6 +100,7 @@ struct RelayState {
   FlowLimiter* limit_up = nullptr;
   FlowLimiter* limit_down = nullptr;
   Clock::time_point last_activity = Clock::now();
+  uint32_t bulk_entries = 0;
   bool failed = false;
   CloseReason reason = CloseReason::kClientClosed;
 };
@@ -112,9 +127,15 @@ asio::awaitable<PumpEnd> splice_pump(asio::ip::tcp::socket& from, asio::ip::tcp:
                                      uint64_t* counter, const ByteTap* tap, FlowLimiter* limit,
                                      RelayState* st) {
   std::optional<asio::steady_timer> timer;
+  bool bulk = false;
+  uint64_t window_bytes = 0;  // read since window_start, while not in bulk mode
+  Clock::time_point window_start = Clock::now();
   FlowLimiter::Clock::duration wait{};
   const int in_fd = from.native_handle();
   const int out_fd = to.native_handle();
+  auto set_lowat = [in_fd](int bytes) {
+    return ::setsockopt(in_fd, SOL_SOCKET, SO_RCVLOWAT, &bytes, sizeof bytes) == 0;
+  };
   Pipe pipe;
   bool have_pipe = false;
   size_t in_pipe = 0;
@@ -150,6 +171,7 @@ asio::awaitable<PumpEnd> splice_pump(asio::ip::tcp::socket& from, asio::ip::tcp:
       if (limit != nullptr) limit->give_back(n > 0 ? room - static_cast<size_t>(n) : room);
       if (n > 0) {
         in_pipe += static_cast<size_t>(n);
+        if (!bulk) window_bytes += static_cast<uint64_t>(n);
       } else if (n == 0) {
         eof = true;
       } else if (errno == EAGAIN) {
@@ -191,6 +213,32 @@ asio::awaitable<PumpEnd> splice_pump(asio::ip::tcp::socket& from, asio::ip::tcp:
     if (in_pipe == 0 && in_again) {
       // Nothing in flight: hold no pipe while idle, sleep until the socket is readable.
       give_back();
+      if (!bulk) {
+        auto now = Clock::now();
+        if (window_bytes >= kBulkEnter && now - window_start <= kBulkWindow &&
+            set_lowat(kBulkLowat)) {
+          bulk = true;
+          ++st->bulk_entries;
+        } else if (now - window_start > kBulkWindow) {
+          window_start = now;
+          window_bytes = 0;
+        }
+      }
+      if (bulk) {
+        if (!timer) timer.emplace(co_await asio::this_coro::executor);
+        timer->expires_after(kBulkMaxWait);
+        auto r = co_await (from.async_wait(asio::socket_base::wait_read, kUse) ||
+                           timer->async_wait(kUse));
+        auto [wec] = r.index() == 0 ? std::get<0>(r) : std::get<1>(r);
+        if (wec) co_return PumpEnd::kAborted;
+        if (r.index() == 1) {  // slowed down: move what is there, back to per-segment wakeups
+          set_lowat(1);
+          bulk = false;
+          window_start = Clock::now();
+          window_bytes = 0;
+        }
+        continue;
+      }
       auto [wec] = co_await from.async_wait(asio::socket_base::wait_read, kUse);
       if (wec) co_return PumpEnd::kAborted;
       continue;
@@ -463,6 +511,7 @@ asio::awaitable<RelayResult> run_relay(crypto::Channel& client, asio::ip::tcp::s
     upstream.close(ec);
   }
   result.reason = st.reason;
+  result.bulk_entries = st.bulk_entries;
   co_return result;
 }
 

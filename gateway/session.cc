@@ -844,6 +844,9 @@ asio::awaitable<void> Session::relay_and_finish() {
   RelayResult rr = co_await run_relay(io(), upstream_, opts);
   rec_.bytes_up = rr.bytes_up;
   rec_.bytes_down = rr.bytes_down;
+  if (rr.bulk_entries > 0) {
+    log::debug("session ", rec_.id, ": relay went into bulk mode ", rr.bulk_entries, " times");
+  }
   // A token that failed verification (or came with the wrong protection) ended the relay:
   // that, not the reset it caused, is why the session closed.
   if (gss_failed()) rr.reason = CloseReason::kGssProtection;

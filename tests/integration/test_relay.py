@@ -283,3 +283,51 @@ def test_ipv6_relay_and_reply_address(gw):
         assert end["address"] == "::1" and end["bytes_up"] == len(data)
     finally:
         t6.close()
+
+
+@pytest.mark.parametrize("direction", ["up", "down"])
+def test_bulk_stream_then_tail_and_ping_pong(gw, target, direction):
+    """A fast stream puts the splice pump into bulk mode (woken per 256 KiB, each sleep bounded
+    by 500 us). What follows must not wait for more data: a tail far smaller than the low-water
+    mark that the sender then waits on, and small request/response rounds both ways."""
+    s, conn, _, _ = open_session(gw, target)
+    cport = local_port(s)
+    sender, receiver = (s, conn) if direction == "up" else (conn, s)
+    bulk = 64 << 20
+    got = {}
+
+    def drain():
+        n = 0
+        while n < bulk:
+            c = receiver.recv(min(1 << 20, bulk - n))
+            if not c:
+                break
+            n += len(c)
+        got["n"] = n
+
+    t = threading.Thread(target=drain)
+    t.start()
+    chunk = os.urandom(1 << 20)
+    for _ in range(bulk >> 20):
+        sender.sendall(chunk)
+    t.join(4 * IO_TIMEOUT)
+    assert got.get("n") == bulk
+    tail = os.urandom(1000)
+    sender.sendall(tail)
+    assert recv_exact(receiver, len(tail)) == tail, "the tail arrives without more data behind it"
+    receiver.sendall(b"ok")
+    assert recv_exact(sender, 2) == b"ok"
+    rounds = 200
+    for i in range(rounds):
+        msg = struct.pack(">I", i) * 4
+        sender.sendall(msg)
+        assert recv_exact(receiver, len(msg)) == msg
+        receiver.sendall(msg[::-1])
+        assert recv_exact(sender, len(msg)) == msg[::-1]
+    s.close()
+    conn.close()
+    end = gw.wait_session_end(client_port=cport)
+    forward, back = bulk + len(tail) + 16 * rounds, 2 + 16 * rounds
+    assert (end["bytes_up"], end["bytes_down"]) == (
+        (forward, back) if direction == "up" else (back, forward))
+    assert f"session {end['session']}: relay went into bulk mode" in gw.log_text()
