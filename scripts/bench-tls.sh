@@ -8,7 +8,8 @@
 # "none"; targets come from `socksbench serve`. Throughput = download (target -> client).
 #
 # Knobs: BENCH_REPS=3, BENCH_TP_SECONDS=3, BENCH_SETUP_SECONDS=2, BENCH_SETUP_CONCURRENCY=8,
-#        BENCH_BUILD_DIR=build-bench, BENCH_KEEP=1 (keep the temp dir), BENCH_SKIP_BUILD=1.
+#        BENCH_BUILD_DIR=build-bench, BENCH_KEEP=1 (keep the temp dir), BENCH_SKIP_BUILD=1,
+#        BENCH_SG_CC=cubic (socksgate's TCP congestion control on both legs; empty = kernel's).
 set -euo pipefail
 {
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -103,11 +104,18 @@ STUNNEL_PID=$!
 PIDS+=("$STUNNEL_PID")
 wait_port "$STUNNEL_PORT" "$STUNNEL_PID" || die "stunnel did not start"
 
-# socksgate with a TLS listener.
+# socksgate with a TLS listener; its sockets on BENCH_SG_CC (as in bench.sh).
+SG_CC=${BENCH_SG_CC-cubic}
+LCC="" UCC=""
+if [[ -n $SG_CC ]]; then
+  LCC=", \"congestion_control\": \"$SG_CC\""
+  UCC="\"upstream\": { \"congestion_control\": \"$SG_CC\" },"
+fi
 cat >"$WORK/sg.json" <<EOF
 {
-  "listeners": [ { "name": "tls", "address": "127.0.0.1", "port": 0, "methods": ["none"],
+  "listeners": [ { "name": "tls", "address": "127.0.0.1", "port": 0, "methods": ["none"]$LCC,
                    "tls": { "cert": "$WORK/pki/server.pem", "key": "$WORK/pki/server.key" } } ],
+  $UCC
   "policy": { "inline": { "rules": [ { "id": "bench", "action": "pass", "to": ["127.0.0.0/8"] } ] } },
   "audit": { "file": "$WORK/audit.jsonl" }
 }
@@ -146,7 +154,7 @@ for rep in $(seq "$REPS"); do
   done
 done
 
-python3 - "$RESULTS" "$CEILING" "$REPS" "$(nproc)" <<'EOF'
+python3 - "$RESULTS" "$CEILING" "$REPS" "$(nproc)" "$SG_CC" "$(cat /proc/sys/net/ipv4/tcp_congestion_control)" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 ceiling = float(sys.argv[2] or "nan")
@@ -161,6 +169,8 @@ def med(label, key):
     return statistics.median(v) if v else float("nan")
 print(f"TLS benchmark: socksgate TLS listener vs stunnel + Dante, loopback, {sys.argv[4]} vCPUs, "
       f"median of {sys.argv[3]} runs; TLS 1.3 TLS_AES_128_GCM_SHA256, X25519, SOCKS5 method none")
+print(f"TCP congestion control: system `{sys.argv[6]}` (stunnel, Dante, endpoints); socksgate's "
+      f"sockets: " + (f"`{sys.argv[5]}`" if sys.argv[5] else "the system's"))
 print()
 print("| figure | socksgate | stunnel + Dante | ratio |")
 print("|---|---|---|---|")
