@@ -62,18 +62,12 @@ def test_unknown_interface_names_are_config_errors(gateway_factory):
 
 
 def test_rule_egress_is_where_bind_listens(gateway_factory):
-    from sgtest import connect_tcp, greeting, read_reply, recv_exact, request, userpass
-    from test_bind import bind_config, bind_policy
+    from sgtest import connect_tcp, read_reply
+    from test_bind import bind_config, bind_policy, start_bind
     p = bind_policy()
     p["rules"][0]["egress"] = "127.0.0.3"
     gw = gateway_factory(config=bind_config(), policy=p)
-    s = connect_tcp(gw.addr("main"))
-    s.sendall(greeting((0x02,)))
-    assert recv_exact(s, 2) == b"\x05\x02"
-    s.sendall(userpass("alice", gw.passwords["alice"]))
-    assert recv_exact(s, 2) == b"\x01\x00"
-    s.sendall(request("127.0.0.1", 0, cmd=2))
-    rep, addr, port = read_reply(s)
+    s, (rep, addr, port) = start_bind(gw, "127.0.0.1")
     assert rep == 0 and addr == "127.0.0.3"
     peer = connect_tcp((addr, port))
     rep2, _, _ = read_reply(s)

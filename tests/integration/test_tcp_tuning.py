@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from sgtest import (connect_tcp, default_config, default_policy, greeting, local_port,
-                    read_reply, recv_exact, request, socks_connect, userpass)
+from sgtest import connect_tcp, local_port, read_reply, recv_exact, socks_connect
+from test_bind import bind_config, bind_policy, start_bind
 
 
 def read_names(name: str) -> list[str]:
@@ -36,20 +36,12 @@ def congestion_of(local: int, remote: int) -> str:
 
 
 def tuned_config(client_cc: str | None = CLIENT_CC, upstream_cc: str | None = UPSTREAM_CC):
-    c = default_config()
+    c = bind_config()
     if client_cc is not None:
         c["listeners"][0]["congestion_control"] = client_cc
     if upstream_cc is not None:
         c["upstream"] = {"congestion_control": upstream_cc}
-    c["bind"] = {"ports": "47000-47999"}
     return c
-
-
-def tuned_policy() -> dict:
-    p = default_policy()
-    p["rules"].insert(0, {"id": "alice-bind", "action": "pass", "users": ["alice"],
-                          "commands": ["bind"], "to": ["127.0.0.0/8"]})
-    return p
 
 
 def connect_legs(gw, target):
@@ -62,12 +54,13 @@ def connect_legs(gw, target):
     return s, conn, (local_port(s), gw.port("main"), peer[1], target.port)
 
 
-def test_connect_sets_each_leg_and_leaves_the_endpoints_alone(gateway_factory, target):
-    gw = gateway_factory(config=tuned_config(), policy=tuned_policy())
+def assert_new_session_legs(gw, target, client_cc: str, upstream_cc: str) -> None:
+    """Opens a CONNECT session and checks the congestion control of the gateway's two sockets,
+    and that the client's and the target's own sockets kept the system default."""
     s, conn, (client, gw_port, upstream, target_port) = connect_legs(gw, target)
     try:
-        assert congestion_of(gw_port, client) == CLIENT_CC, "gateway -> client leg"
-        assert congestion_of(upstream, target_port) == UPSTREAM_CC, "gateway -> target leg"
+        assert congestion_of(gw_port, client) == client_cc, "gateway -> client leg"
+        assert congestion_of(upstream, target_port) == upstream_cc, "gateway -> target leg"
         assert congestion_of(client, gw_port) == SYSTEM_DEFAULT, "the client's own socket"
         assert congestion_of(target_port, upstream) == SYSTEM_DEFAULT, "the target's own socket"
     finally:
@@ -75,26 +68,18 @@ def test_connect_sets_each_leg_and_leaves_the_endpoints_alone(gateway_factory, t
         conn.close()
 
 
+def test_connect_sets_each_leg_and_leaves_the_endpoints_alone(gateway_factory, target):
+    gw = gateway_factory(config=tuned_config(), policy=bind_policy())
+    assert_new_session_legs(gw, target, CLIENT_CC, UPSTREAM_CC)
+
+
 def test_unset_means_the_kernel_default(gateway_factory, target):
-    gw = gateway_factory()
-    s, conn, (client, gw_port, upstream, target_port) = connect_legs(gw, target)
-    try:
-        assert congestion_of(gw_port, client) == SYSTEM_DEFAULT
-        assert congestion_of(upstream, target_port) == SYSTEM_DEFAULT
-    finally:
-        s.close()
-        conn.close()
+    assert_new_session_legs(gateway_factory(), target, SYSTEM_DEFAULT, SYSTEM_DEFAULT)
 
 
 def test_bind_peer_connection_is_an_upstream_leg(gateway_factory):
-    gw = gateway_factory(config=tuned_config(), policy=tuned_policy())
-    s = connect_tcp(gw.addr("main"))
-    s.sendall(greeting((0x02,)))
-    assert recv_exact(s, 2) == b"\x05\x02"
-    s.sendall(userpass("alice", gw.passwords["alice"]))
-    assert recv_exact(s, 2) == b"\x01\x00"
-    s.sendall(request("127.0.0.1", 0, cmd=2))
-    rep, addr, port = read_reply(s)
+    gw = gateway_factory(config=tuned_config(), policy=bind_policy())
+    s, (rep, addr, port) = start_bind(gw, "127.0.0.1")
     assert rep == 0
     peer = connect_tcp((addr, port))
     assert read_reply(s)[0] == 0
@@ -107,32 +92,22 @@ def test_bind_peer_connection_is_an_upstream_leg(gateway_factory):
 
 
 def test_reload_changes_new_sessions_only(gateway_factory, target):
-    gw = gateway_factory(config=tuned_config(), policy=tuned_policy())
+    gw = gateway_factory(config=tuned_config(), policy=bind_policy())
     old_s, old_conn, (old_client, gw_port, old_up, target_port) = connect_legs(gw, target)
     # Swap the two legs' settings, then drop both keys.
     gw.write(config=tuned_config(client_cc=UPSTREAM_CC, upstream_cc=CLIENT_CC),
-             policy=tuned_policy())
+             policy=bind_policy())
     ok, text = gw.reload()
     assert ok, text
-    s, conn, (client, _, up, _) = connect_legs(gw, target)
     try:
-        assert congestion_of(gw_port, client) == UPSTREAM_CC
-        assert congestion_of(up, target_port) == CLIENT_CC
+        assert_new_session_legs(gw, target, UPSTREAM_CC, CLIENT_CC)
         assert congestion_of(gw_port, old_client) == CLIENT_CC, "a running session keeps its own"
         assert congestion_of(old_up, target_port) == UPSTREAM_CC
+        gw.write(config=tuned_config(client_cc=None, upstream_cc=None), policy=bind_policy())
+        ok, text = gw.reload()
+        assert ok, text
+        assert_new_session_legs(gw, target, SYSTEM_DEFAULT, SYSTEM_DEFAULT)
     finally:
-        s.close()
-        conn.close()
-    gw.write(config=tuned_config(client_cc=None, upstream_cc=None), policy=tuned_policy())
-    ok, text = gw.reload()
-    assert ok, text
-    s, conn, (client, _, up, _) = connect_legs(gw, target)
-    try:
-        assert congestion_of(gw_port, client) == SYSTEM_DEFAULT
-        assert congestion_of(up, target_port) == SYSTEM_DEFAULT
-    finally:
-        s.close()
-        conn.close()
         old_s.close()
         old_conn.close()
 
