@@ -43,6 +43,7 @@
 #include "gateway/privsep.h"
 #include "gateway/server.h"
 #include "gateway/socks5.h"
+#include "gateway/tcp_tuning.h"
 #include "gateway/upstream.h"
 #include "gateway/version.h"
 #include "policy/lint.h"
@@ -279,6 +280,7 @@ int cmd_run(const Args& args) {
   // the auth monitor's supervisor now, with the privileges we were started with, then forbid
   // new privileges for this process and every thread it will start.
   bool root = ::geteuid() == 0;
+  sg::kernel_congestion_controls();  // read /proc now: a run_as.chroot hides it from reloads
   std::optional<sg::DropPlan> plan;
   if (root) plan = sg::plan_drop(snap.config->run_as);
   auto supervisor = socksgate::auth::pam::start_supervisor();

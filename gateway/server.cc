@@ -55,11 +55,7 @@ struct Server::Impl {
   // default on reload means naming the kernel's current default.
   static void set_listener_congestion(Listener& l, const std::string& name) {
     if (name == l.congestion_control) return;
-    std::string want = name;
-    if (want.empty()) {
-      std::ifstream in("/proc/sys/net/ipv4/tcp_congestion_control");
-      in >> want;
-    }
+    std::string want = name.empty() ? default_congestion_control() : name;
     for (auto& a : l.acceptors) {
       apply_congestion_control(a->native_handle(), want, "listener \"" + l.name + "\"");
     }

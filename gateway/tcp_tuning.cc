@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <utility>
@@ -28,6 +29,21 @@ std::vector<std::string> read_names(const char* path) {
   return names;
 }
 
+// The file's names, or the last ones read from it when it cannot be read now: after a chroot
+// (run_as.chroot) /proc is usually not there, and a reload must see what the start saw.
+std::vector<std::string> read_names_or_last(const char* path) {
+  static std::mutex mu;
+  static std::map<std::string, std::vector<std::string>, std::less<>> last;
+  auto names = read_names(path);
+  std::lock_guard lk(mu);
+  if (!names.empty()) {
+    last[path] = names;
+  } else if (auto it = last.find(path); it != last.end()) {
+    names = it->second;
+  }
+  return names;
+}
+
 std::string join(const std::vector<std::string>& names) {
   std::string s;
   for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
@@ -40,13 +56,24 @@ bool contains(const std::vector<std::string>& v, std::string_view name) {
 
 }  // namespace
 
+KernelCongestionControls kernel_congestion_controls() {
+  KernelCongestionControls k;
+  k.available = read_names_or_last("/proc/sys/net/ipv4/tcp_available_congestion_control");
+  k.allowed = read_names_or_last("/proc/sys/net/ipv4/tcp_allowed_congestion_control");
+  auto d = read_names_or_last("/proc/sys/net/ipv4/tcp_congestion_control");
+  if (!d.empty()) k.default_name = d.front();
+  return k;
+}
+
 std::vector<std::string> available_congestion_controls() {
-  return read_names("/proc/sys/net/ipv4/tcp_available_congestion_control");
+  return kernel_congestion_controls().available;
 }
 
 std::vector<std::string> allowed_congestion_controls() {
-  return read_names("/proc/sys/net/ipv4/tcp_allowed_congestion_control");
+  return kernel_congestion_controls().allowed;
 }
+
+std::string default_congestion_control() { return kernel_congestion_controls().default_name; }
 
 std::optional<std::string> congestion_control_problem(std::string_view name,
                                                       const std::vector<std::string>& available,

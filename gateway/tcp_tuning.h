@@ -16,10 +16,19 @@
 
 namespace socksgate::gateway {
 
-// Names from /proc/sys/net/ipv4/tcp_{available,allowed}_congestion_control; empty if the file
-// cannot be read.
+// Names from /proc/sys/net/ipv4/tcp_{available,allowed}_congestion_control and the kernel's
+// default (tcp_congestion_control). When a file cannot be read (e.g. inside run_as.chroot),
+// what it said when last read; empty if it never could be. The gateway reads them once at
+// start, before any chroot, so that reloads inside one can still check and apply settings.
+struct KernelCongestionControls {
+  std::vector<std::string> available;
+  std::vector<std::string> allowed;
+  std::string default_name;
+};
+KernelCongestionControls kernel_congestion_controls();
 std::vector<std::string> available_congestion_controls();
 std::vector<std::string> allowed_congestion_controls();
+std::string default_congestion_control();
 
 // Why `name` cannot be used by the gateway on this host (not available, or available but not
 // allowed to processes without CAP_NET_ADMIN, which the gateway gives up after binding), or

@@ -3,7 +3,9 @@ accepts, "upstream": {"congestion_control"} on the connections to destinations (
 the peer of a BIND). Checked on the kernel's own view of each socket (`ss -ti`), against the
 system default on the sockets the gateway does not own."""
 
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -127,3 +129,50 @@ def test_validate_names_the_field(gateway_factory, value, message):
                        capture_output=True, text=True)
     assert r.returncode == 2, r
     assert f"{gw.config_path}:" in r.stderr and message in r.stderr, r.stderr
+
+
+def test_reload_inside_a_chroot_without_proc(gateway_factory, target):
+    """run_as.chroot into a directory without /proc: a reload still validates and applies the
+    setting (the kernel's lists as read at start)."""
+    import grp
+    import json
+    import pwd
+    import shutil
+    import tempfile
+    from pamtest import sanitizer_runtimes
+    from sgtest import RUN_AS_GROUP, RUN_AS_USER
+    root = tempfile.mkdtemp(prefix="socksgate-chroot-")
+    try:
+        os.chmod(root, 0o755)
+        gw = gateway_factory(config=tuned_config(), policy=bind_policy(), start=False)
+        inside = Path(root + str(gw.dir))  # where the chrooted gateway finds the same paths
+        inside.mkdir(parents=True)
+        ids = pwd.getpwnam(RUN_AS_USER).pw_uid, grp.getgrnam(RUN_AS_GROUP).gr_gid
+        os.chown(inside, *ids)
+
+        def write(cfg: dict) -> None:
+            cfg["run_as"] = {"chroot": root}
+            gw.write(config=cfg, policy=bind_policy())
+            for f in (gw.config_path, gw.users_path):
+                shutil.copy(f, inside / f.name)
+                os.chown(inside / f.name, *ids)
+
+        write(tuned_config())
+        env = {}
+        if any("asan" in lib for lib in sanitizer_runtimes(gw.bin)):
+            # LeakSanitizer reads /proc/<pid>/task at exit; the chroot has no /proc.
+            env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0"
+        gw.start(env=env)
+        assert os.readlink(f"/proc/{gw.proc.pid}/root") == root
+        assert_new_session_legs(gw, target, CLIENT_CC, UPSTREAM_CC)
+        write(tuned_config(client_cc=UPSTREAM_CC, upstream_cc=CLIENT_CC))
+        ok, text = gw.reload()
+        assert ok, text
+        assert_new_session_legs(gw, target, UPSTREAM_CC, CLIENT_CC)
+        write(tuned_config(client_cc=None, upstream_cc=None))
+        ok, text = gw.reload()
+        assert ok, text
+        assert_new_session_legs(gw, target, SYSTEM_DEFAULT, SYSTEM_DEFAULT)
+        gw.stop()
+    finally:
+        shutil.rmtree(root)
