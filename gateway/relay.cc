@@ -215,8 +215,14 @@ asio::awaitable<PumpEnd> splice_pump(asio::ip::tcp::socket& from, asio::ip::tcp:
       give_back();
       if (!bulk) {
         auto now = Clock::now();
-        if (window_bytes >= kBulkEnter && now - window_start <= kBulkWindow &&
-            set_lowat(kBulkLowat)) {
+        // Fast: kBulkEnter bytes within kBulkWindow, or at that rate over a longer stretch
+        // without a wait.
+        std::chrono::duration<double> took = now - window_start;
+        std::chrono::duration<double> window = kBulkWindow;
+        bool fast =
+            window_bytes >= kBulkEnter && static_cast<double>(window_bytes) * window.count() >=
+                                              static_cast<double>(kBulkEnter) * took.count();
+        if (fast && set_lowat(kBulkLowat)) {
           bulk = true;
           ++st->bulk_entries;
         } else if (now - window_start > kBulkWindow) {
