@@ -199,8 +199,8 @@ void read_congestion_control(const JsonSource& src, ObjectReader& r, std::vector
                              std::string* out) {
   auto name = r.string("congestion_control", false, true);
   if (!name) return;
-  if (auto why = congestion_control_problem(*name, available_congestion_controls(),
-                                            allowed_congestion_controls())) {
+  KernelCongestionControls kernel = kernel_congestion_controls();
+  if (auto why = congestion_control_problem(*name, kernel.available, kernel.allowed)) {
     diags->push_back(src.at_value(r.ptr("congestion_control"), "\"congestion_control\" " + *why));
     return;
   }

@@ -55,7 +55,7 @@ struct Server::Impl {
   // default on reload means naming the kernel's current default.
   static void set_listener_congestion(Listener& l, const std::string& name) {
     if (name == l.congestion_control) return;
-    std::string want = name.empty() ? default_congestion_control() : name;
+    std::string want = name.empty() ? kernel_congestion_controls().default_name : name;
     for (auto& a : l.acceptors) {
       apply_congestion_control(a->native_handle(), want, "listener \"" + l.name + "\"");
     }

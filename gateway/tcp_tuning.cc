@@ -65,16 +65,6 @@ KernelCongestionControls kernel_congestion_controls() {
   return k;
 }
 
-std::vector<std::string> available_congestion_controls() {
-  return kernel_congestion_controls().available;
-}
-
-std::vector<std::string> allowed_congestion_controls() {
-  return kernel_congestion_controls().allowed;
-}
-
-std::string default_congestion_control() { return kernel_congestion_controls().default_name; }
-
 std::optional<std::string> congestion_control_problem(std::string_view name,
                                                       const std::vector<std::string>& available,
                                                       const std::vector<std::string>& allowed) {

@@ -26,13 +26,11 @@ struct KernelCongestionControls {
   std::string default_name;
 };
 KernelCongestionControls kernel_congestion_controls();
-std::vector<std::string> available_congestion_controls();
-std::vector<std::string> allowed_congestion_controls();
-std::string default_congestion_control();
 
 // Why `name` cannot be used by the gateway on this host (not available, or available but not
 // allowed to processes without CAP_NET_ADMIN, which the gateway gives up after binding), or
-// nullopt when it can. `available` / `allowed` are the lists above (parameters for tests).
+// nullopt when it can. `available` / `allowed`: kernel_congestion_controls() (parameters for
+// tests).
 std::optional<std::string> congestion_control_problem(std::string_view name,
                                                       const std::vector<std::string>& available,
                                                       const std::vector<std::string>& allowed);

@@ -235,7 +235,7 @@ TEST(TcpTuning, CongestionControlProblems) {
 // The host's own lists: every allowed name loads on both legs; a made-up one is an error with
 // its position, and so are an empty name and a wrong type.
 TEST(Config, CongestionControlOnListenersAndUpstream) {
-  auto allowed = allowed_congestion_controls();
+  auto allowed = kernel_congestion_controls().allowed;
   ASSERT_FALSE(allowed.empty()) << "/proc/sys/net/ipv4/tcp_allowed_congestion_control";
   for (const auto& cc : allowed) {
     std::string text = R"({
