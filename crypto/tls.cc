@@ -11,6 +11,7 @@
 #include <openssl/x509v3.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cerrno>
@@ -476,13 +477,61 @@ const std::error_category& tls_category() {
 
 // --- channel ---------------------------------------------------------------------------------
 
+namespace {
+
+// OpenSSL's socket BIO, except that a write says MSG_MORE while the channel has further records
+// of the same write_all() to send (`*more`, a flag the channel owns). Without it, each 16 KiB
+// record goes out as its own segment and wakes the reader; with it, the kernel sends full
+// segments and pushes when the last record of a burst arrives. Reads are the socket BIO's.
+int write_with_more(BIO* b, const char* data, int len) {
+  const bool* more = static_cast<const bool*>(BIO_get_data(b));
+  int fd = static_cast<int>(BIO_get_fd(b, nullptr));
+  errno = 0;
+  ssize_t n = ::send(fd, data, static_cast<size_t>(len),
+                     MSG_NOSIGNAL | ((more != nullptr && *more) ? MSG_MORE : 0));
+  BIO_clear_retry_flags(b);
+  if (n <= 0 && BIO_sock_should_retry(static_cast<int>(n))) BIO_set_retry_write(b);
+  return static_cast<int>(n);
+}
+
+const BIO_METHOD* socket_bio_with_more() {
+  static BIO_METHOD* method = [] {
+    const BIO_METHOD* base = BIO_s_socket();
+    BIO_METHOD* m = BIO_meth_new(BIO_TYPE_SOCKET, "socket, MSG_MORE between records");
+    if (m == nullptr) return m;
+    BIO_meth_set_write(m, write_with_more);
+    BIO_meth_set_read(m, BIO_meth_get_read(base));
+    BIO_meth_set_puts(m, BIO_meth_get_puts(base));
+    BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(base));
+    BIO_meth_set_create(m, BIO_meth_get_create(base));
+    BIO_meth_set_destroy(m, BIO_meth_get_destroy(base));
+    return m;
+  }();
+  return method;
+}
+
+// SSL_set_fd with the BIO above (or OpenSSL's own, should that one not be made).
+void attach_socket(SSL* ssl, int fd, const bool* more) {
+  const BIO_METHOD* m = socket_bio_with_more();
+  BIO* bio = m ? BIO_new(m) : nullptr;
+  if (bio == nullptr) {
+    SSL_set_fd(ssl, fd);
+    return;
+  }
+  BIO_set_fd(bio, fd, BIO_NOCLOSE);
+  BIO_set_data(bio, const_cast<bool*>(more));
+  SSL_set_bio(ssl, bio, bio);  // one reference for both directions
+}
+
+}  // namespace
+
 TlsChannel::TlsChannel(asio::ip::tcp::socket socket, std::shared_ptr<const TlsServerContext> ctx)
     : socket_(std::move(socket)), server_ctx_(std::move(ctx)) {
   ssl_ = SSL_new(server_ctx_->native());
   std::error_code ec;
   socket_.native_non_blocking(true, ec);
   if (ssl_) {
-    SSL_set_fd(ssl_, socket_.native_handle());
+    attach_socket(ssl_, socket_.native_handle(), &more_records_);
     SSL_set_accept_state(ssl_);
   }
 }
@@ -493,7 +542,7 @@ TlsChannel::TlsChannel(asio::ip::tcp::socket socket, std::shared_ptr<TlsClientCo
   std::error_code ec;
   socket_.native_non_blocking(true, ec);
   if (!ssl_) return;
-  SSL_set_fd(ssl_, socket_.native_handle());
+  attach_socket(ssl_, socket_.native_handle(), &more_records_);
   SSL_set_connect_state(ssl_);
   const auto& s = client_ctx_->settings();
   bool is_ip = false;
@@ -651,7 +700,11 @@ asio::awaitable<std::error_code> TlsChannel::write_all(std::span<const uint8_t> 
     ERR_clear_error();
     errno = 0;
     size_t n = 0;
-    int r = SSL_write_ex(ssl_, data.data(), data.size(), &n);
+    // One record per call; the BIO marks all but the last record of this burst MSG_MORE.
+    size_t record = std::min<size_t>(data.size(), SSL3_RT_MAX_PLAIN_LENGTH);
+    more_records_ = data.size() > record;
+    int r = SSL_write_ex(ssl_, data.data(), record, &n);
+    more_records_ = false;
     if (r == 1) {
       data = data.subspan(n);
       continue;

@@ -176,6 +176,8 @@ class TlsChannel final : public Channel {
   // Client side (the agent).
   TlsChannel(asio::ip::tcp::socket socket, std::shared_ptr<TlsClientContext> ctx);
   ~TlsChannel() override;
+  TlsChannel(const TlsChannel&) = delete;  // the socket BIO points at more_records_
+  TlsChannel& operator=(const TlsChannel&) = delete;
 
   // Runs the handshake. On failure last_error() says why in one line.
   asio::awaitable<std::error_code> handshake();
@@ -216,7 +218,8 @@ class TlsChannel final : public Channel {
   std::optional<ClientCertInfo> client_cert_;
   std::string last_error_;
   bool sent_shutdown_ = false;
-  bool failed_ = false;  // a TLS error happened: the session must not be resumed
+  bool failed_ = false;        // a TLS error happened: the session must not be resumed
+  bool more_records_ = false;  // read by the socket BIO: more records of this write follow
 };
 
 // Pure helpers (unit-tested without a handshake).

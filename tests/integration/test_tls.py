@@ -2,6 +2,7 @@
 reloads. Real OpenSSL on both sides (Python's ssl, openssl s_client, stunnel, curl)."""
 
 import hashlib
+import os
 import shutil
 import socket
 import ssl
@@ -78,6 +79,46 @@ def test_curl_through_stunnel_fetches_a_file(gateway_factory, pki, http_server, 
     rec = gw.wait_session_end(user="alice")
     assert rec["host"] == "localhost" and rec["tls_version"]
     assert rec["bytes_down"] > len(http_server.body)
+
+
+def socket_counters(local: int, remote: int) -> dict[str, int]:
+    """bytes_sent and data_segs_out of the established loopback socket local -> remote."""
+    out = subprocess.run(
+        ["ss", "-tinH", "state", "established", f"( sport = :{local} and dport = :{remote} )"],
+        capture_output=True, text=True, check=True).stdout
+    fields = dict(f.split(":", 1) for f in out.split() if f.count(":") == 1)
+    return {k: int(fields[k]) for k in ("bytes_sent", "data_segs_out")}
+
+
+def test_bulk_download_fills_segments_and_sends_every_tail(gateway_factory, pki, target):
+    """Records of one burst leave with MSG_MORE, all but the last: the client's socket gets
+    full segments instead of one per 16 KiB record, and the end of each burst is pushed at
+    once — checked with bursts that are followed by silence until the client answers."""
+    gw = gateway_factory(config=tls_config(pki))
+    s, _ = tls_socks_connect(gw.addr("tls"), client_context(pki), "alice", gw.passwords["alice"],
+                             "127.0.0.1", target.port)
+    conn, _ = target.accept()
+    cport = s.getsockname()[1]
+    with s, conn:
+        before = socket_counters(gw.port("tls"), cport)
+        # Bursts the client drains before the next one starts, so that nothing queues up in
+        # the gateway's socket (a full socket buffer merges records by itself); then sizes
+        # that end on, just past and just short of a record.
+        sizes = [256 * 1024] * 32 + [16384, 16385, 16383, 100_001, 1]
+        for size in sizes:
+            data = os.urandom(size)
+            conn.sendall(data)
+            assert recv_exact(s, size) == data, f"burst of {size} bytes arrives whole"
+            s.sendall(b"k")
+            assert recv_exact(conn, 1) == b"k"
+        after = socket_counters(gw.port("tls"), cport)
+    sent = after["bytes_sent"] - before["bytes_sent"]
+    segs = after["data_segs_out"] - before["data_segs_out"]
+    assert sent > 8 << 20
+    # One segment per record would average ~16 KiB; corked records fill loopback's 64 KiB.
+    assert sent / segs > 28 * 1024, f"{segs} segments for {sent} bytes"
+    end = gw.wait_session_end(client_port=cport)
+    assert end["bytes_down"] == sum(sizes)
 
 
 def test_plaintext_socks_greeting_gets_no_socks_answer(gateway_factory, pki):
