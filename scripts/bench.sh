@@ -81,7 +81,7 @@ configure() {  # configure BUILD_DIR WERROR(ON|OFF)
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
   log "configuring $BUILD (Release; log: $BUILD_LOG)"
   if configure "$BUILD" ON; then
-    if cmake --build "$BUILD" -j2 --target socksbench >>"$BUILD_LOG" 2>&1; then
+    if cmake --build "$BUILD" -j2 --target socksbench nullproxy >>"$BUILD_LOG" 2>&1; then
       SB=$BUILD/bench/socksbench
     fi
     if [[ -z ${SOCKSGATE_BIN:-} ]]; then
@@ -277,6 +277,21 @@ EOF
 }
 declare -A SG_READY_PID=()
 
+start_nullproxy() {  # the floor: bench/nullproxy, 2 threads as socksgate's I/O threads here
+  local dir=$WORK/floor info="" _i
+  mkdir -p "$dir"
+  "$NP" --threads "$(nproc)" >"$dir/stdout" 2>&1 &
+  local pid=$!
+  for _i in $(seq 50); do
+    info=$(python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).readline()); print(d["port"])' \
+      "$dir/stdout" 2>/dev/null) && break
+    sleep 0.1
+  done
+  [[ -n $info ]] || { kill -KILL "$pid" 2>/dev/null; log "nullproxy did not start"; return 1; }
+  PROXY_PID[floor]=$pid
+  PROXY_PORT[floor]=$info
+}
+
 start_target() {  # start_target NAME  (dante|dante-user|sg|sg-user|sg-user-nocache|sg-kdefault)
   case $1 in
     dante) start_dante dante none ;;
@@ -285,6 +300,7 @@ start_target() {  # start_target NAME  (dante|dante-user|sg|sg-user|sg-user-noca
     sg-user) start_socksgate sg-user userpass ;;
     sg-user-nocache) start_socksgate sg-user-nocache userpass 0 ;;
     sg-kdefault) start_socksgate sg-kdefault none "" "" ;;
+    floor) start_nullproxy ;;
   esac
 }
 
@@ -358,12 +374,18 @@ print(int(100 * (d.get("foreign_share") or 0)),
   done
 }
 
+# The floor (bench/nullproxy): the least a SOCKS5 CONNECT proxy can do, measured for session
+# setup only; next to socksbench, whichever way that was built.
+NP=$(dirname "$SB")/nullproxy
+[[ -x $NP ]] || NP=""
 TARGETS_NONE=(direct dante)
 TARGETS_AUTH=(dante-user)
 [[ -n $SG ]] && TARGETS_NONE+=(sg) && TARGETS_AUTH+=(sg-user sg-user-nocache)
 PROXIES=(dante dante-user)
 [[ -n $SG ]] && PROXIES+=(sg sg-user sg-user-nocache)
 TARGETS_TP=("${TARGETS_NONE[@]}")
+TARGETS_FLOOR=()
+[[ -n $NP ]] && TARGETS_FLOOR=(floor)
 if [[ -n $SG && -n $SG_CC ]]; then PROXIES+=(sg-kdefault) && TARGETS_TP+=(sg-kdefault); fi
 
 for p in "${PROXIES[@]}"; do
@@ -374,6 +396,7 @@ for p in "${PROXIES[@]}"; do
     break
   fi
 done
+if ((${#TARGETS_FLOOR[@]})) && ! start_target floor; then TARGETS_FLOOR=(); fi
 log "proxies up: $(for p in "${!PROXY_PID[@]}"; do printf '%s(pid %s, port %s) ' "$p" "${PROXY_PID[$p]}" "${PROXY_PORT[$p]}"; done)"
 
 for rep in $(seq "$REPS"); do
@@ -388,7 +411,7 @@ for rep in $(seq "$REPS"); do
     measure rtt-pin "$t" "$rep" latency --rounds "$RTT_ROUNDS" --size 64 --pin-cpu 1
     measure rtt "$t" "$rep" latency --rounds "$RTT_ROUNDS" --size 64
   done
-  for t in "${TARGETS_NONE[@]}" "${TARGETS_AUTH[@]}"; do
+  for t in "${TARGETS_NONE[@]}" "${TARGETS_AUTH[@]}" "${TARGETS_FLOOR[@]}"; do
     for c in 1 32; do
       measure "setup-c$c" "$t" "$rep" setup --concurrency "$c" --duration "$SETUP_SECONDS"
     done
@@ -531,6 +554,24 @@ for (name, unit, better, key, field, td, tdante, tsg) in rows:
         if t and runs.get((key, t)):
             raw.append((name, t, [round(x, 3) for x in values(key, t, field)]))
 
+if any(t == "floor" for (_, t) in runs):
+    print("\nThe floor: `bench/nullproxy`, the least a SOCKS5 CONNECT proxy can do (method none, "
+          "IPv4 only, no policy, no audit, no logging, no timers; one epoll loop per vCPU), "
+          "measured in the same run. What it reaches is what the kernel's TCP work and the "
+          "scheduler leave any SOCKS5 server on this machine.\n")
+    print("| Figure | floor | Dante | socksgate | floor ÷ Dante | socksgate ÷ Dante | "
+          "socksgate ÷ floor | floor's CPU µs per session |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for c in (1, 32):
+        k = f"setup-c{c}"
+        vf, va, vs = (med(k, t, "sessions_per_s") for t in ("floor", "dante", "sg"))
+        cpu = med(k, "floor", "proxy_cpu_us_per_session")
+        print(f"| Session setup, no auth, concurrency {c} | {fmt(vf, 'sessions/s')} | "
+              f"{fmt(va, 'sessions/s')} | {fmt(vs, 'sessions/s')} | {ratio(vf, va)} | "
+              f"{ratio(vs, va)} | {ratio(vs, vf)} | {fmt(cpu, 'µs')} |")
+        raw.append((f"Session setup, no auth, concurrency {c}", "floor",
+                    [round(x, 3) for x in values(k, "floor", "sessions_per_s")]))
+
 print()
 notes = []
 if sg_note:
@@ -569,12 +610,12 @@ for n in notes:
 
 # secondary figures
 print("\n<details><summary>More figures (medians)</summary>\n")
-print("| Figure | direct | Dante | Dante (username) | socksgate | socksgate (userpass) | socksgate (userpass, no cache) |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| Figure | direct | Dante | Dante (username) | socksgate | socksgate (userpass) | socksgate (userpass, no cache) | floor (nullproxy) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 def cell(key, t, field, f="{:.1f}"):
     v = med(key, t, field)
     return "—" if v is None else f.format(v)
-tgts = ["direct", "dante", "dante-user", "sg", "sg-user", "sg-user-nocache"]
+tgts = ["direct", "dante", "dante-user", "sg", "sg-user", "sg-user-nocache", "floor"]
 for c in (1, 32):
     print(f"| Proxy CPU µs per session, concurrency {c} | " + " | ".join(cell(f"setup-c{c}", t, "proxy_cpu_us_per_session") for t in tgts) + " |")
     print(f"| Session time p50 µs, concurrency {c} | " + " | ".join(cell(f"setup-c{c}", t, "session_p50_us") for t in tgts) + " |")
