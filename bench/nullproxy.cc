@@ -1,12 +1,12 @@
 // nullproxy: the least a SOCKS5 CONNECT proxy can do, as a floor for scripts/bench.sh.
 //
-// Method "none" only, IPv4 CONNECT only, no policy, no audit, no logging, no timers, no
-// limits: accept, answer the greeting, connect, answer, then copy bytes with read/write until
-// both sides are done. A client must wait for each answer before it sends more (socksbench
-// does); bytes sent early are dropped. One epoll loop per thread (SO_REUSEPORT listeners, as
-// socksgate's I/O threads). Its session-setup rate on a machine is what the kernel's TCP work and
-// the scheduler leave for any SOCKS5 server there; it is not a product and must never face a
-// network.
+// Method "none" or RFC 1929 (every name and password pass), IPv4 CONNECT only, no policy, no audit,
+// no logging, no timers, no limits: accept, answer the greeting, connect, answer, then copy bytes
+// with read/write until both sides are done. A client must wait for each answer before it sends
+// more (socksbench does); bytes sent early are dropped. One epoll loop per thread (SO_REUSEPORT
+// listeners, as socksgate's I/O threads). Its session-setup rate on a machine is what the kernel's
+// TCP work and the scheduler leave for any SOCKS5 server there; it is not a product and must never
+// face a network.
 //
 //   nullproxy [--threads N] [--bind 127.0.0.1]   prints {"port":P,"pid":PID} and serves
 #include <arpa/inet.h>
@@ -45,7 +45,7 @@ struct End {
 struct Session {
   End client{this, -1, false};
   End target{this, -1, true};
-  enum { kGreeting, kRequest, kConnecting, kRelay } stage = kGreeting;
+  enum { kGreeting, kPassword, kRequest, kConnecting, kRelay } stage = kGreeting;
   uint8_t in[512];
   size_t have = 0;
   bool eof[2] = {false, false};  // [0] client sent FIN, [1] target sent FIN
@@ -110,6 +110,11 @@ class Loop {
     epoll_ctl(ep_, op, e.fd, &ev);
   }
 
+  static void consume(Session& s, size_t n) {
+    std::memmove(s.in, s.in + n, s.have - n);
+    s.have -= n;
+  }
+
   static void finish(Session* s) {
     if (s->client.fd >= 0) close(s->client.fd);
     if (s->target.fd >= 0) close(s->target.fd);
@@ -144,10 +149,24 @@ class Loop {
     if (s->stage == Session::kGreeting) {
       if (s->have < 2 || s->have < 2u + s->in[1]) return;
       size_t used = 2u + s->in[1];
-      static const uint8_t none[2] = {5, 0};
-      if (s->in[0] != 5 || write(e.fd, none, 2) != 2) return finish(s);
-      std::memmove(s->in, s->in + used, s->have - used);
-      s->have -= used;
+      // "none" if offered, else RFC 1929 username/password (any name and password pass).
+      uint8_t method = 0xFF;
+      for (size_t i = 2; i < used; ++i) {
+        if (s->in[i] == 0) method = 0;
+        if (s->in[i] == 2 && method != 0) method = 2;
+      }
+      const uint8_t answer[2] = {5, method};
+      if (s->in[0] != 5 || method == 0xFF || write(e.fd, answer, 2) != 2) return finish(s);
+      consume(*s, used);
+      s->stage = method == 2 ? Session::kPassword : Session::kRequest;
+    }
+    if (s->stage == Session::kPassword) {
+      if (s->have < 2 || s->have < 3u + s->in[1]) return;
+      size_t plen_at = 2u + s->in[1];
+      if (s->have < plen_at + 1u + s->in[plen_at]) return;
+      static const uint8_t ok[2] = {1, 0};
+      if (write(e.fd, ok, 2) != 2) return finish(s);
+      consume(*s, plen_at + 1u + s->in[plen_at]);
       s->stage = Session::kRequest;
     }
     if (s->stage == Session::kRequest) {

@@ -385,7 +385,7 @@ PROXIES=(dante dante-user)
 [[ -n $SG ]] && PROXIES+=(sg sg-user sg-user-nocache)
 TARGETS_TP=("${TARGETS_NONE[@]}")
 TARGETS_FLOOR=()
-[[ -n $NP ]] && TARGETS_FLOOR=(floor)
+[[ -n $NP ]] && TARGETS_FLOOR=(floor floor-user)
 if [[ -n $SG && -n $SG_CC ]]; then PROXIES+=(sg-kdefault) && TARGETS_TP+=(sg-kdefault); fi
 
 for p in "${PROXIES[@]}"; do
@@ -396,7 +396,14 @@ for p in "${PROXIES[@]}"; do
     break
   fi
 done
-if ((${#TARGETS_FLOOR[@]})) && ! start_target floor; then TARGETS_FLOOR=(); fi
+if ((${#TARGETS_FLOOR[@]})); then
+  if start_target floor; then
+    # The same process answers RFC 1929 when a client offers only that method.
+    PROXY_PID[floor-user]=${PROXY_PID[floor]} PROXY_PORT[floor-user]=${PROXY_PORT[floor]}
+  else
+    TARGETS_FLOOR=()
+  fi
+fi
 log "proxies up: $(for p in "${!PROXY_PID[@]}"; do printf '%s(pid %s, port %s) ' "$p" "${PROXY_PID[$p]}" "${PROXY_PORT[$p]}"; done)"
 
 for rep in $(seq "$REPS"); do
@@ -556,21 +563,24 @@ for (name, unit, better, key, field, td, tdante, tsg) in rows:
 
 if any(t == "floor" for (_, t) in runs):
     print("\nThe floor: `bench/nullproxy`, the least a SOCKS5 CONNECT proxy can do (method none, "
-          "IPv4 only, no policy, no audit, no logging, no timers; one epoll loop per vCPU), "
+          "or RFC 1929 accepting any password; IPv4 only, no policy, no audit, no logging, no "
+          "timers; one epoll loop per vCPU), "
           "measured in the same run. What it reaches is what the kernel's TCP work and the "
           "scheduler leave any SOCKS5 server on this machine.\n")
     print("| Figure | floor | Dante | socksgate | floor ÷ Dante | socksgate ÷ Dante | "
           "socksgate ÷ floor | floor's CPU µs per session |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for c in (1, 32):
-        k = f"setup-c{c}"
-        vf, va, vs = (med(k, t, "sessions_per_s") for t in ("floor", "dante", "sg"))
-        cpu = med(k, "floor", "proxy_cpu_us_per_session")
-        print(f"| Session setup, no auth, concurrency {c} | {fmt(vf, 'sessions/s')} | "
-              f"{fmt(va, 'sessions/s')} | {fmt(vs, 'sessions/s')} | {ratio(vf, va)} | "
-              f"{ratio(vs, va)} | {ratio(vs, vf)} | {fmt(cpu, 'µs')} |")
-        raw.append((f"Session setup, no auth, concurrency {c}", "floor",
-                    [round(x, 3) for x in values(k, "floor", "sessions_per_s")]))
+    for what, tf, ta, ts in (("no auth", "floor", "dante", "sg"),
+                             ("username/password", "floor-user", "dante-user", "sg-user")):
+        for c in (1, 32):
+            k = f"setup-c{c}"
+            vf, va, vs = (med(k, t, "sessions_per_s") for t in (tf, ta, ts))
+            cpu = med(k, tf, "proxy_cpu_us_per_session")
+            print(f"| Session setup, {what}, concurrency {c} | {fmt(vf, 'sessions/s')} | "
+                  f"{fmt(va, 'sessions/s')} | {fmt(vs, 'sessions/s')} | {ratio(vf, va)} | "
+                  f"{ratio(vs, va)} | {ratio(vs, vf)} | {fmt(cpu, 'µs')} |")
+            raw.append((f"Session setup, {what}, concurrency {c}", tf,
+                        [round(x, 3) for x in values(k, tf, "sessions_per_s")]))
 
 print()
 notes = []
@@ -610,12 +620,12 @@ for n in notes:
 
 # secondary figures
 print("\n<details><summary>More figures (medians)</summary>\n")
-print("| Figure | direct | Dante | Dante (username) | socksgate | socksgate (userpass) | socksgate (userpass, no cache) | floor (nullproxy) |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| Figure | direct | Dante | Dante (username) | socksgate | socksgate (userpass) | socksgate (userpass, no cache) | floor (nullproxy) | floor (RFC 1929) |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 def cell(key, t, field, f="{:.1f}"):
     v = med(key, t, field)
     return "—" if v is None else f.format(v)
-tgts = ["direct", "dante", "dante-user", "sg", "sg-user", "sg-user-nocache", "floor"]
+tgts = ["direct", "dante", "dante-user", "sg", "sg-user", "sg-user-nocache", "floor", "floor-user"]
 for c in (1, 32):
     print(f"| Proxy CPU µs per session, concurrency {c} | " + " | ".join(cell(f"setup-c{c}", t, "proxy_cpu_us_per_session") for t in tgts) + " |")
     print(f"| Session time p50 µs, concurrency {c} | " + " | ".join(cell(f"setup-c{c}", t, "session_p50_us") for t in tgts) + " |")
