@@ -10,7 +10,6 @@
 //
 //   nullproxy [--threads N] [--bind 127.0.0.1]   prints {"port":P,"pid":PID} and serves
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
@@ -22,6 +21,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,9 +53,9 @@ struct Session {
 
 class Loop {
  public:
-  Loop(const sockaddr_in& at, int listen_fd) : ep_(epoll_create1(EPOLL_CLOEXEC)) {
+  explicit Loop(const sockaddr_in& at)
+      : ep_(epoll_create1(EPOLL_CLOEXEC)), lfd_(make_listener(at)) {
     if (ep_ < 0) die("epoll_create1");
-    lfd_ = listen_fd >= 0 ? listen_fd : make_listener(at);
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.ptr = nullptr;
@@ -210,7 +210,7 @@ class Loop {
   }
 
   int ep_;
-  int lfd_ = -1;
+  int lfd_;
 };
 
 }  // namespace
@@ -237,16 +237,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   // The first listener picks the port; the others join it with SO_REUSEPORT.
-  std::vector<Loop*> loops;
-  loops.push_back(new Loop(at, -1));
+  std::vector<std::unique_ptr<Loop>> loops;
+  loops.push_back(std::make_unique<Loop>(at));
   sockaddr_in bound{};
   socklen_t len = sizeof bound;
   getsockname(loops[0]->listener(), reinterpret_cast<sockaddr*>(&bound), &len);
   at.sin_port = bound.sin_port;
-  for (unsigned i = 1; i < threads; ++i) loops.push_back(new Loop(at, -1));
+  for (unsigned i = 1; i < threads; ++i) loops.push_back(std::make_unique<Loop>(at));
   std::printf("{\"port\":%u,\"pid\":%d}\n", ntohs(bound.sin_port), static_cast<int>(getpid()));
   std::fflush(stdout);
   std::vector<std::thread> ts;
-  for (Loop* l : loops) ts.emplace_back([l] { l->run(); });
+  for (auto& l : loops) ts.emplace_back([l = l.get()] { l->run(); });
   for (auto& t : ts) t.join();
 }

@@ -18,7 +18,6 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <thread>
 #include <tuple>

@@ -729,6 +729,17 @@ def local_port(s: socket.socket) -> int:
     return s.getsockname()[1]
 
 
+def tcp_info(local: int, remote: int) -> list[str]:
+    """The kernel's view (`ss -ti`) of the one established loopback socket local port ->
+    remote port: its info line, split into fields (congestion control first, then key:value)."""
+    out = subprocess.run(
+        ["ss", "-tinH", "state", "established", f"( sport = :{local} and dport = :{remote} )"],
+        capture_output=True, text=True, check=True).stdout
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert len(lines) == 2, f"expected one socket {local}->{remote}, ss said:\n{out}"
+    return lines[1].split()
+
+
 def echo_roundtrip(s: socket.socket, payload: bytes) -> bytes:
     """Sends payload and reads back the same number of bytes."""
     result = bytearray()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sgtest import connect_tcp, local_port, read_reply, recv_exact, socks_connect
+from sgtest import connect_tcp, local_port, read_reply, recv_exact, socks_connect, tcp_info
 from test_bind import bind_config, bind_policy, start_bind
 
 
@@ -29,12 +29,7 @@ UPSTREAM_CC = OTHERS[1] if len(OTHERS) > 1 else OTHERS[0]
 
 def congestion_of(local: int, remote: int) -> str:
     """The congestion control of the established loopback socket local port -> remote port."""
-    out = subprocess.run(
-        ["ss", "-tinH", "state", "established", f"( sport = :{local} and dport = :{remote} )"],
-        capture_output=True, text=True, check=True).stdout
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    assert len(lines) == 2, f"expected one socket {local}->{remote}, ss said:\n{out}"
-    return lines[1].split()[0]
+    return tcp_info(local, remote)[0]
 
 
 def tuned_config(client_cc: str | None = CLIENT_CC, upstream_cc: str | None = UPSTREAM_CC):

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from sgtest import (IO_TIMEOUT, SocksError, connect_tcp, default_config, default_policy,
-                    greeting, recv_all, recv_exact, wait_closed)
+                    greeting, recv_all, recv_exact, tcp_info, wait_closed)
 from tlstest import (Pki, Stunnel, client_context, tls_connect, tls_listener,
                      tls_socks_connect)
 
@@ -83,10 +83,7 @@ def test_curl_through_stunnel_fetches_a_file(gateway_factory, pki, http_server, 
 
 def socket_counters(local: int, remote: int) -> dict[str, int]:
     """bytes_sent and data_segs_out of the established loopback socket local -> remote."""
-    out = subprocess.run(
-        ["ss", "-tinH", "state", "established", f"( sport = :{local} and dport = :{remote} )"],
-        capture_output=True, text=True, check=True).stdout
-    fields = dict(f.split(":", 1) for f in out.split() if f.count(":") == 1)
+    fields = dict(f.split(":", 1) for f in tcp_info(local, remote) if f.count(":") == 1)
     return {k: int(fields[k]) for k in ("bytes_sent", "data_segs_out")}
 
 
